@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test install install-test clean
 

@@ -1,0 +1,5 @@
+"""Test-wide setup: eight fake CPU devices so parallel code paths run without accelerators."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
