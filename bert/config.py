@@ -1,0 +1,180 @@
+"""Pretraining configuration: every key, its meaning and unit, and validation before compiling.
+
+Experiment files under experiments/pretrain/ call `pretraining_config()` and override what they
+change, so every key is documented here once and a typo in an experiment file is an error.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from bert.model import PRESETS, BertConfig
+
+
+def pretraining_config() -> ConfigDict:
+    """Defaults for every pretraining key (the BERT-base recipe of the paper, phase 1)."""
+    c = ConfigDict()
+    # Seed and length of the run.
+    c.seed = 0  # every PRNG key and the data order derive from (seed, step)
+    c.train_steps = 1_000_000  # optimizer steps
+    c.batch_size = 256  # GLOBAL sequences per optimizer step, over all hosts and devices
+    c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide by it × data shards
+    c.max_seq_len = 128  # tokens per sequence, [CLS] and [SEP]s included
+    c.max_predictions_per_seq = 20  # masked positions per sequence the MLM head is run on
+
+    # Optimizer.
+    c.learning_rate = 1e-4  # peak, reached after warmup
+    c.warmup_steps = 10_000  # linear warmup, then linear decay to 0 at schedule_steps
+    c.schedule_steps = 0  # learning-rate horizon; 0 = train_steps (>0 lets a run stop early and
+    #                       a second phase, e.g. at longer max_seq_len, continue the same schedule)
+    c.optim = ConfigDict()
+    c.optim.name = "adamw"  # "adamw" or "lamb"
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-6
+    c.optim.weight_decay = 0.01  # not applied to LayerNorm params and biases
+    c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 disables
+
+    # Logging, evaluation and checkpoints (all "every N steps").
+    c.log_every = 100
+    c.eval_every = 10_000
+    c.eval_batches = 0  # eval batches per evaluation; 0 = the whole eval split
+    c.checkpoint_every = 10_000
+    c.keep_checkpoints = 3  # newest checkpoints kept on disk
+    c.on_nonfinite = "skip"  # non-finite loss or gradient: "skip" the update, or "stop" after saving
+
+    # Parallelism: "jit" places arrays on a Mesh with named shardings; "pmap" replicates params.
+    c.parallelism = "jit"
+    c.mesh = ConfigDict()
+    c.mesh.data = -1  # -1 = all devices not used by the other axes
+    c.mesh.fsdp = 1  # params and optimizer state sharded over this axis
+    c.mesh.tensor = 1  # attention heads and MLP columns split over this axis
+
+    # Model: a preset size, any field of which can be overridden (None keeps the preset's value).
+    c.model = ConfigDict()
+    c.model.preset = "base"  # one of tiny, mini, small, medium, base, large
+    c.model.num_layers = None
+    c.model.hidden_size = None
+    c.model.num_heads = None
+    c.model.intermediate_size = None  # None = 4 × hidden_size
+    c.model.vocab_size = 30522
+    c.model.max_position_embeddings = 512
+    c.model.dropout_rate = 0.1
+    c.model.attention_dropout_rate = 0.1  # 0 allows fused attention kernels during training
+    c.model.dtype = "float32"  # compute dtype; params are always float32
+    c.model.remat = "none"  # "none", "full" or "dots" rematerialisation per encoder block
+
+    # Data (see bert/data): text files -> tokenizer -> NSP pairs -> masking -> batches.
+    c.data = ConfigDict()
+    c.data.train_files = ""  # comma-separated files or globs; one document per file by default
+    c.data.eval_files = ""  # held-out documents, same format
+    c.data.doc_separator = "file"  # "file": one document per file; "blank_line": blank lines split
+    c.data.tokenizer = ""  # SentencePiece .model or WordPiece folder; "" = train one on train_files
+    c.data.cache_dir = ""  # prepared examples; "" = <workdir>/data
+    c.data.masking = "dynamic"  # "dynamic": new masks every step; "static": dupe_factor fixed copies
+    c.data.mask_prob = 0.15  # fraction of maskable tokens chosen for prediction
+    c.data.mask_token_ratio = 0.8  # of the chosen: replaced with [MASK]
+    c.data.random_token_ratio = 0.1  # of the chosen: replaced with a random token
+    c.data.keep_token_ratio = 0.1  # of the chosen: left unchanged
+    c.data.whole_word_mask = False  # choose whole words rather than single word pieces
+    c.data.dupe_factor = 1  # passes over the corpus with different NSP pairings (static: masks too)
+    c.data.short_seq_prob = 0.1  # probability of a shorter target length, as in the paper
+    c.data.nsp_weight = 1.0  # loss = mlm + nsp_weight · nsp; 0 turns NSP off
+    c.data.num_workers = 0  # grain worker processes for masking and batching; 0 = in process
+    return c
+
+
+def _known_keys(config: ConfigDict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in config.items():
+        keys.add(prefix + key)
+        if isinstance(value, ConfigDict):
+            keys |= _known_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def validate(config: ConfigDict) -> None:
+    """Raise ValueError naming the first bad key; runs before any data or compilation work."""
+    unknown = sorted(_known_keys(config) - _known_keys(pretraining_config()))
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join('config.' + k for k in unknown)}")
+
+    def check(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ValueError(f"config.{key}: {message}")
+
+    for key in ("train_steps", "batch_size", "grad_accum_steps", "max_seq_len", "log_every",
+                "eval_every", "checkpoint_every", "keep_checkpoints"):
+        check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
+    check(config.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+    check(config.schedule_steps >= 0, "schedule_steps", "must be >= 0")
+    check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
+          f"{config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
+    check(config.model.preset in PRESETS, "model.preset",
+          f"{config.model.preset!r} is not one of {', '.join(PRESETS)}")
+    check(config.parallelism in ("jit", "pmap"), "parallelism",
+          f"must be 'jit' or 'pmap', got {config.parallelism!r}")
+    check(config.on_nonfinite in ("skip", "stop"), "on_nonfinite",
+          f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
+    model = model_config(config)  # raises on heads not dividing hidden, bad dtype or remat
+    check(config.max_seq_len <= model.max_position_embeddings, "max_seq_len",
+          f"{config.max_seq_len} does not fit the position table "
+          f"(config.model.max_position_embeddings={model.max_position_embeddings})")
+    check(config.max_seq_len >= 8, "max_seq_len", f"{config.max_seq_len} is too short for a pair")
+    # Three special tokens per pair are never masked.
+    maskable = config.max_seq_len - 3
+    check(1 <= config.max_predictions_per_seq <= maskable, "max_predictions_per_seq",
+          f"{config.max_predictions_per_seq} must be between 1 and the {maskable} maskable tokens "
+          f"of config.max_seq_len={config.max_seq_len}")
+    check(config.data.masking in ("dynamic", "static"), "data.masking",
+          f"must be 'dynamic' or 'static', got {config.data.masking!r}")
+    check(0.0 < config.data.mask_prob < 1.0, "data.mask_prob", "must be in (0, 1)")
+    ratios = (config.data.mask_token_ratio, config.data.random_token_ratio, config.data.keep_token_ratio)
+    check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
+          f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
+    check(config.data.nsp_weight >= 0, "data.nsp_weight", "must be >= 0")
+    check(bool(config.data.train_files), "data.train_files", "is empty: name the training text files")
+
+
+def model_config(config: ConfigDict) -> BertConfig:
+    """The BertConfig described by `config.model`."""
+    m = config.model
+    overrides: dict[str, Any] = dict(
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        num_heads=m.num_heads,
+        vocab_size=m.vocab_size,
+        max_position_embeddings=m.max_position_embeddings,
+        dropout_rate=m.dropout_rate,
+        attention_dropout_rate=m.attention_dropout_rate,
+        dtype=m.dtype,
+        remat=m.remat,
+    )
+    hidden = m.hidden_size or PRESETS[m.preset][1]
+    overrides["intermediate_size"] = m.intermediate_size or 4 * hidden
+    return BertConfig.from_preset(m.preset, **overrides)
+
+
+def paper_recipe(preset: str, phase: str = "128") -> ConfigDict:
+    """The paper's pretraining recipe at a model size: 1M steps of 256 sequences, lr 1e-4,
+    10k warmup, 90% of steps at 128 tokens (phase "128") then 10% at 512 (phase "512").
+
+    Phase 2 runs in the phase-1 work directory: it resumes that checkpoint and continues the
+    same learning-rate schedule to step 1M.
+    """
+    c = pretraining_config()
+    c.model.preset = preset
+    c.batch_size = 256
+    c.learning_rate = 1e-4
+    c.warmup_steps = 10_000
+    c.schedule_steps = 1_000_000
+    if phase == "128":
+        c.max_seq_len, c.max_predictions_per_seq, c.train_steps = 128, 20, 900_000
+    elif phase == "512":
+        c.max_seq_len, c.max_predictions_per_seq, c.train_steps = 512, 80, 1_000_000
+    else:
+        raise ValueError(f"unknown phase {phase!r}: use 128 or 512")
+    c.data.masking = "static"  # as released: dupe_factor copies, each with its own masks
+    c.data.dupe_factor = 10
+    return c

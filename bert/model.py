@@ -1,0 +1,396 @@
+"""The BERT encoder and its pretraining heads as a functional Flax (linen) model.
+
+Reads top to bottom: config and presets, embeddings, attention, feed-forward, block, encoder,
+pooler, heads. Params are a plain pytree (see `init_params`); `apply` is pure. Every parameter
+carries logical axis names (vocab, embed, heads, kv, mlp, ...) which `bert.partitioning` maps onto
+a device mesh, so data / FSDP / tensor parallelism never touch this file.
+
+Shape letters: B batch, T sequence, H hidden, N heads, D head size, I intermediate, V vocabulary,
+P masked positions per sequence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# (num_layers, hidden_size, num_heads); the intermediate size is 4 × hidden as in the paper.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Architecture of one encoder. Serialised as JSON into every model folder."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    # Kept separate because any value > 0 forces the explicit softmax path during training;
+    # 0 lets every step use the fused `jax.nn.dot_product_attention` (cuDNN flash on GPU).
+    attention_dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    # Activations and matmuls run in `dtype`; params and LayerNorm statistics stay float32.
+    dtype: str = "float32"
+    # Rematerialise each encoder block in the backward pass: "none", "full" or "dots"
+    # (keep matmul outputs, recompute the rest).
+    remat: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"config.model.hidden_size={self.hidden_size} is not divisible by "
+                f"config.model.num_heads={self.num_heads}"
+            )
+        if self.remat not in ("none", "full", "dots"):
+            raise ValueError(f"config.model.remat must be none, full or dots, got {self.remat!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"config.model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BertConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown BertConfig keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "BertConfig":
+        """A named size (tiny … large) with any field overridden; None overrides are ignored."""
+        if name not in PRESETS:
+            raise ValueError(f"config.model.preset={name!r} is not one of {', '.join(PRESETS)}")
+        layers, hidden, heads = PRESETS[name]
+        values: dict[str, Any] = dict(
+            num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=4 * hidden
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)
+
+
+def _dense_init(config: BertConfig, names: tuple[str | None, ...]) -> Callable:
+    return nn.with_logical_partitioning(
+        nn.initializers.truncated_normal(config.initializer_range), names
+    )
+
+
+def _zeros(names: tuple[str | None, ...]) -> Callable:
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        bias_init=_zeros(("embed",)),
+        name=name,
+    )
+
+
+class Embeddings(nn.Module):
+    """Token + segment + learned position embeddings, then LayerNorm and dropout."""
+
+    config: BertConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.word_embeddings = nn.Embed(
+            cfg.vocab_size, cfg.hidden_size, embedding_init=_dense_init(cfg, ("vocab", "embed"))
+        )
+        self.position_embeddings = nn.Embed(
+            cfg.max_position_embeddings,
+            cfg.hidden_size,
+            embedding_init=_dense_init(cfg, (None, "embed")),
+        )
+        self.token_type_embeddings = nn.Embed(
+            cfg.type_vocab_size, cfg.hidden_size, embedding_init=_dense_init(cfg, (None, "embed"))
+        )
+        self.layer_norm = _layer_norm(cfg, "layer_norm")
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def __call__(
+        self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool
+    ) -> Array:
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(position_ids)
+            + self.token_type_embeddings(segment_ids)
+        )  # (B, T, H)
+        x = self.layer_norm(x)
+        return self.dropout(x, deterministic=deterministic).astype(self.config.compute_dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        qkv = nn.DenseGeneral(
+            features=(3, cfg.num_heads, cfg.head_size),
+            dtype=cfg.compute_dtype,
+            kernel_init=_dense_init(cfg, ("embed", None, "heads", "kv")),
+            bias_init=_zeros((None, "heads", "kv")),
+            name="qkv",
+        )(x)  # (B, T, 3, N, D)
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, N, D) each
+        if cfg.attention_dropout_rate > 0.0 and not deterministic:
+            context = self._attention_with_dropout(query, key, value, attention_mask)
+        else:
+            context = jax.nn.dot_product_attention(query, key, value, mask=attention_mask)
+        return nn.DenseGeneral(
+            features=cfg.hidden_size,
+            axis=(-2, -1),
+            dtype=cfg.compute_dtype,
+            kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
+            bias_init=_zeros(("embed",)),
+            name="out",
+        )(context)  # (B, T, H)
+
+    def _attention_with_dropout(
+        self, query: Array, key: Array, value: Array, attention_mask: Array
+    ) -> Array:
+        """The paper's attention: softmax probabilities themselves are dropped out."""
+        scale = 1.0 / jnp.sqrt(jnp.asarray(self.config.head_size, query.dtype))
+        scores = jnp.einsum("btnd,bsnd->bnts", query * scale, key)  # (B, N, T, S)
+        big_negative = jnp.finfo(jnp.float32).min
+        scores = jnp.where(attention_mask, scores.astype(jnp.float32), big_negative)
+        probs = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
+        probs = nn.Dropout(self.config.attention_dropout_rate)(probs, deterministic=False)
+        return jnp.einsum("bnts,bsnd->btnd", probs, value)  # (B, T, N, D)
+
+
+class FeedForward(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        h = nn.Dense(
+            cfg.intermediate_size,
+            dtype=cfg.compute_dtype,
+            kernel_init=_dense_init(cfg, ("embed", "mlp")),
+            bias_init=_zeros(("mlp",)),
+            name="intermediate",
+        )(x)  # (B, T, I)
+        h = nn.gelu(h, approximate=False)
+        return nn.Dense(
+            cfg.hidden_size,
+            dtype=cfg.compute_dtype,
+            kernel_init=_dense_init(cfg, ("mlp", "embed")),
+            bias_init=_zeros(("embed",)),
+            name="output",
+        )(h)  # (B, T, H)
+
+
+class EncoderBlock(nn.Module):
+    """Post-LayerNorm transformer block, as in the paper."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attention_mask: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        dropout = nn.Dropout(cfg.dropout_rate)
+        attended = SelfAttention(cfg, name="attention")(x, attention_mask, deterministic)
+        x = _layer_norm(cfg, "attention_norm")(x + dropout(attended, deterministic=deterministic))
+        x = x.astype(cfg.compute_dtype)
+        transformed = FeedForward(cfg, name="mlp")(x)
+        x = _layer_norm(cfg, "output_norm")(x + dropout(transformed, deterministic=deterministic))
+        return x.astype(cfg.compute_dtype)
+
+
+class EncoderOutput(NamedTuple):
+    sequence_output: Array  # (B, T, H): output of the last block
+    pooled_output: Array  # (B, H): tanh(dense([CLS]))
+    # (B, T, H) per layer when asked for: index 0 is the embedding output, i the output of block i.
+    hidden_states: tuple[Array, ...] | None
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class BertModel(nn.Module):
+    """Embeddings, `num_layers` encoder blocks and the pooler: the part every task shares."""
+
+    config: BertConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.embeddings = Embeddings(cfg)
+        block = EncoderBlock
+        if cfg.remat != "none":
+            block = nn.remat(
+                EncoderBlock, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(3,)
+            )
+        self.layers = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        self.pooler = nn.Dense(
+            cfg.hidden_size,
+            dtype=cfg.compute_dtype,
+            kernel_init=_dense_init(cfg, ("embed", "embed_out")),
+            bias_init=_zeros(("embed_out",)),
+        )
+
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array,
+        input_mask: Array,
+        *,
+        position_ids: Array | None = None,
+        deterministic: bool = True,
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        """input_ids, segment_ids, input_mask: int (B, T); input_mask is 1 on real tokens."""
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)  # (B, T, H)
+        attention_mask = input_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, S)
+        hidden_states = [x]
+        for layer in self.layers:
+            x = layer(x, attention_mask, deterministic)
+            hidden_states.append(x)
+        pooled = jnp.tanh(self.pooler(x[:, 0]))  # (B, H)
+        return EncoderOutput(x, pooled, tuple(hidden_states) if output_hidden_states else None)
+
+    def word_embedding_table(self) -> Array:
+        """(V, H) token embeddings; the MLM decoder is tied to them."""
+        return self.embeddings.word_embeddings.embedding
+
+
+class MaskedLMHead(nn.Module):
+    """Dense + GELU + LayerNorm, then a decoder tied to the word embeddings plus an output bias."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, embedding_table: Array) -> Array:
+        cfg = self.config
+        h = nn.Dense(
+            cfg.hidden_size,
+            dtype=cfg.compute_dtype,
+            kernel_init=_dense_init(cfg, ("embed", "embed_out")),
+            bias_init=_zeros(("embed_out",)),
+            name="transform",
+        )(x)
+        h = _layer_norm(cfg, "layer_norm")(nn.gelu(h, approximate=False))
+        bias = self.param("output_bias", _zeros(("vocab",)), (cfg.vocab_size,), jnp.float32)
+        logits = jnp.einsum(
+            "...h,vh->...v", h.astype(cfg.compute_dtype), embedding_table.astype(cfg.compute_dtype)
+        )
+        return logits.astype(jnp.float32) + bias  # (..., V)
+
+
+class BertForPreTraining(nn.Module):
+    """The encoder with the MLM head (only on gathered masked positions) and the NSP head."""
+
+    config: BertConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.bert = BertModel(cfg)
+        self.mlm = MaskedLMHead(cfg)
+        self.nsp = nn.Dense(
+            2,
+            dtype=jnp.float32,
+            kernel_init=_dense_init(cfg, ("embed", None)),
+            bias_init=_zeros((None,)),
+        )
+
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array,
+        input_mask: Array,
+        masked_lm_positions: Array,
+        *,
+        position_ids: Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, Array]:
+        """Returns MLM logits (B, P, V) at `masked_lm_positions` (B, P) and NSP logits (B, 2).
+
+        NSP class 0 is IsNext and 1 is NotNext, as in the original release.
+        """
+        encoded = self.bert(
+            input_ids, segment_ids, input_mask, position_ids=position_ids, deterministic=deterministic
+        )
+        # Running the head on P ≈ 0.15·T gathered rows instead of all T is most of its saving.
+        gathered = jnp.take_along_axis(
+            encoded.sequence_output, masked_lm_positions[..., None], axis=1
+        )  # (B, P, H)
+        mlm_logits = self.mlm(gathered, self.bert.word_embedding_table())
+        nsp_logits = self.nsp(encoded.pooled_output.astype(jnp.float32))
+        return mlm_logits, nsp_logits
+
+
+def dummy_inputs(batch_size: int = 1, seq_len: int = 8, num_predictions: int = 2) -> dict[str, Array]:
+    """Shape-only inputs for initialisation and `jax.eval_shape`."""
+    ids = jnp.zeros((batch_size, seq_len), jnp.int32)
+    return dict(
+        input_ids=ids,
+        segment_ids=ids,
+        input_mask=jnp.ones_like(ids),
+        masked_lm_positions=jnp.zeros((batch_size, num_predictions), jnp.int32),
+    )
+
+
+def init_params(model: nn.Module, rng: Array) -> Any:
+    """Fresh params as a plain pytree (logical-axis boxes removed)."""
+    inputs = dummy_inputs()
+    if not isinstance(model, BertForPreTraining):
+        inputs.pop("masked_lm_positions")
+    variables = model.init(rng, **inputs)
+    return nn.meta.unbox(variables["params"])
+
+
+def logical_axes(model: nn.Module) -> Any:
+    """The logical axis names of every param, as a pytree of PartitionSpecs (no memory used)."""
+    inputs = dummy_inputs()
+    if not isinstance(model, BertForPreTraining):
+        inputs.pop("masked_lm_positions")
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), **inputs))
+    return nn.get_partition_spec(shapes)["params"]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters, computed from shapes alone."""
+    inputs = dummy_inputs()
+    if not isinstance(model, BertForPreTraining):
+        inputs.pop("masked_lm_positions")
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0), **inputs)))
+    return sum(x.size for x in jax.tree.leaves(shapes["params"]))
