@@ -109,6 +109,9 @@ def validate(config: ConfigDict) -> None:
         check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
     check(config.warmup_steps >= 0, "warmup_steps", "must be >= 0")
     check(config.schedule_steps >= 0, "schedule_steps", "must be >= 0")
+    horizon = config.schedule_steps or config.train_steps
+    check(config.warmup_steps <= horizon, "warmup_steps",
+          f"{config.warmup_steps} exceeds the learning-rate schedule's {horizon} steps")
     check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
           f"{config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
     check(config.model.preset in PRESETS, "model.preset",

@@ -143,7 +143,7 @@ def make_train_step(
             params=keep(new_params, state.params),
             opt_state=keep(new_opt_state, state.opt_state),
         )
-        sums = dict(sums, grad_norm=optax.global_norm(grads), nonfinite=1.0 - finite.astype(jnp.float32))
+        sums = dict(sums, grad_norm=optax.tree.norm(grads), nonfinite=1.0 - finite.astype(jnp.float32))
         return new_state, sums
 
     return train_step

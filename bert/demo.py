@@ -1,0 +1,111 @@
+"""`make demo`: pretrain a small BERT on the shipped corpus on the CPU, then show what it learned.
+
+    python -m bert.demo --workdir runs/demo [--config experiments/pretrain/demo.py]
+
+Prints the held-out MLM loss/accuracy and NSP accuracy before and after training, and fills in
+masked words of held-out sentences with the model's top predictions.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
+
+from bert import checkpoint
+from bert.metrics import read_metrics
+from bert.model import BertForPreTraining
+from bert.pretrain import train_and_evaluate
+from bert.tokenizer import Tokenizer, load_tokenizer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/pretrain/demo.py", "experiment config file", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "work directory")
+_EXAMPLES = flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
+
+
+def _held_out_sentences(pattern: str, count: int, rng: np.random.Generator) -> list[str]:
+    """Medium-length lines of the eval files, split at sentence ends."""
+    sentences = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                for sentence in line.strip().split(". "):
+                    if 8 <= len(sentence.split()) <= 20:
+                        sentences.append(sentence.rstrip(".") + ".")
+    picks = rng.choice(len(sentences), size=min(count, len(sentences)), replace=False)
+    return [sentences[i] for i in sorted(picks)]
+
+
+def fill_in_masks(model: BertForPreTraining, params, tokenizer: Tokenizer, sentence: str,
+                  rng: np.random.Generator, top_k: int = 3) -> str:
+    """Mask about 15% of the sentence's whole words and show the model's top guesses."""
+    ids = tokenizer.encode(sentence)
+    word_start = tokenizer.word_start_mask()
+    starts = [i for i, t in enumerate(ids) if word_start[t]]
+    words = [(s, (starts + [len(ids)])[k + 1]) for k, s in enumerate(starts)]
+    chosen = rng.choice(len(words), size=max(1, round(0.15 * len(words))), replace=False)
+    positions = sorted(p for k in chosen for p in range(*words[k]))
+    masked = list(ids)
+    for p in positions:
+        masked[p] = tokenizer.mask_id
+    input_ids = np.asarray([[tokenizer.cls_id] + masked + [tokenizer.sep_id]], np.int32)
+    logits, _ = model.apply(
+        {"params": params},
+        input_ids=jnp.asarray(input_ids),
+        segment_ids=jnp.zeros_like(input_ids),
+        input_mask=jnp.ones_like(input_ids),
+        masked_lm_positions=jnp.asarray([[p + 1 for p in positions]], jnp.int32),
+    )
+    top = np.argsort(-np.asarray(logits[0]), axis=-1)[:, :top_k]
+    shown = []
+    for p, guesses in zip(positions, top):
+        options = "/".join(tokenizer.id_to_token(int(g)) for g in guesses)
+        shown.append(f"{tokenizer.id_to_token(ids[p])} -> [{options}]")
+    text = tokenizer.decode([t if i not in positions else tokenizer.mask_id for i, t in enumerate(ids)])
+    return f"  {text}\n      " + "; ".join(shown)
+
+
+def summarize(config: ConfigDict, workdir: str) -> str:
+    """Before/after eval metrics and filled-in masks, read back from the work directory."""
+    records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    evals = [r for r in records if "eval_mlm_loss" in r]
+    first, last = evals[0], evals[-1]
+    train = [r for r in records if "tokens_per_sec" in r]
+    lines = [
+        "",
+        f"held-out evaluation          step {first['step']:>6}   step {last['step']:>6}",
+        f"  MLM loss                   {first['eval_mlm_loss']:>11.3f}   {last['eval_mlm_loss']:>11.3f}",
+        f"  MLM accuracy               {first['eval_mlm_accuracy']:>11.3f}   {last['eval_mlm_accuracy']:>11.3f}",
+        f"  NSP accuracy               {first['eval_nsp_accuracy']:>11.3f}   {last['eval_nsp_accuracy']:>11.3f}",
+        f"  training speed             {np.median([r['tokens_per_sec'] for r in train]):.0f} tokens/s (median)",
+        "",
+        "held-out sentences, masked words -> the model's top 3 guesses:",
+    ]
+    tokenizer = load_tokenizer(os.path.join(workdir, checkpoint.TOKENIZER_DIR))
+    model = BertForPreTraining(checkpoint.read_model_config(workdir))
+    params = checkpoint.load_params(workdir)
+    rng = np.random.default_rng(config.seed)
+    eval_pattern = str(config.data.eval_files).split(",")[0]
+    for sentence in _held_out_sentences(eval_pattern, _EXAMPLES.value, rng):
+        lines.append(fill_in_masks(model, params, tokenizer, sentence, rng))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    config, workdir = _CONFIG.value, _WORKDIR.value
+    logging.info("devices: %s", jax.devices())
+    train_and_evaluate(config, workdir)
+    print(summarize(config, workdir))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,57 @@
+"""Config validation names the offending key before any data or compilation work."""
+import pytest
+
+from bert.config import model_config, paper_recipe, validate
+from bert.model import BertForPreTraining, count_params
+from tests.fakes import tiny_config
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"model.hidden_size": 129}, "config.model.hidden_size"),
+        ({"max_seq_len": 64}, "config.max_seq_len"),  # position table of 32
+        ({"max_predictions_per_seq": 14}, "config.max_predictions_per_seq"),  # 16 - 3 maskable
+        ({"batch_size": 10, "grad_accum_steps": 4}, "config.batch_size"),
+        ({"data.mask_token_ratio": 0.7}, "config.data.mask_token_ratio"),
+        ({"data.masking": "sometimes"}, "config.data.masking"),
+        ({"parallelism": "vmap"}, "config.parallelism"),
+        ({"model.preset": "huge"}, "config.model.preset"),
+        ({"data.train_files": ""}, "config.data.train_files"),
+        ({"warmup_steps": 500, "train_steps": 100}, "config.warmup_steps"),
+    ],
+)
+def test_bad_value_is_reported_with_its_key(overrides, key):
+    config = tiny_config(**overrides)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        validate(config)
+
+
+def test_unknown_key_is_reported():
+    config = tiny_config()
+    config.data.mask_probability = 0.2
+    with pytest.raises(ValueError, match=r"config\.data\.mask_probability"):
+        validate(config)
+
+
+def test_valid_config_passes_and_overrides_preset():
+    config = tiny_config(**{"model.num_layers": 3})
+    validate(config)
+    bert = model_config(config)
+    assert (bert.num_layers, bert.hidden_size, bert.num_heads, bert.intermediate_size) == (3, 128, 2, 512)
+
+
+@pytest.mark.parametrize("preset, phase, seq, steps", [("base", "128", 128, 900_000), ("large", "512", 512, 1_000_000)])
+def test_paper_recipes(preset, phase, seq, steps):
+    config = paper_recipe(preset, phase)
+    config.data.train_files = "corpus.txt"
+    validate(config)
+    assert (config.max_seq_len, config.train_steps, config.batch_size) == (seq, steps, 256)
+    assert config.schedule_steps == 1_000_000
+
+
+def test_paper_sizes_have_published_parameter_counts():
+    base = count_params(BertForPreTraining(model_config(paper_recipe("base"))))
+    large = count_params(BertForPreTraining(model_config(paper_recipe("large"))))
+    assert base == pytest.approx(110e6, rel=0.01)
+    assert large == pytest.approx(340e6, rel=0.02)

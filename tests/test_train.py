@@ -1,0 +1,118 @@
+"""The loss function and the train step: learning, accumulation, non-finite handling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert import objectives, train
+from bert.config import model_config
+from bert.model import BertForPreTraining
+from bert.optim import decay_mask, learning_rate_schedule, make_optimizer
+from tests.fakes import random_batch, tiny_config
+
+
+def _setup(**overrides):
+    config = tiny_config(**overrides)
+    model = BertForPreTraining(model_config(config))
+    tx = make_optimizer(config)
+    state = train.create_train_state(model, tx, jax.random.key(0))
+    return config, model, tx, state
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    config, model, tx, state = _setup()
+    step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    batch = random_batch()
+    losses = []
+    for _ in range(60):
+        state, sums = step(state, batch, jax.random.key(1))
+        losses.append(objectives.finalize_metrics(jax.device_get(sums), 1.0)["loss"])
+    assert losses[-1] < 0.25 * losses[0], losses
+    assert int(state.step) == 60
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    config, model, tx, state = _setup(**{"model.dropout_rate": 0.0, "model.attention_dropout_rate": 0.0})
+    batch = random_batch(batch_size=8)
+    one = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    four = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0, grad_accum_steps=4))
+    state_one, state_four = state, state
+    for _ in range(3):
+        state_one, sums_one = one(state_one, batch, jax.random.key(1))
+        state_four, sums_four = four(state_four, batch, jax.random.key(1))
+        np.testing.assert_allclose(sums_one["mlm_loss_sum"], sums_four["mlm_loss_sum"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(state_one.params), jax.tree.leaves(state_four.params)):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_nonfinite_step_leaves_params_and_optimizer_untouched():
+    config, model, tx, state = _setup()
+    step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    state, _ = step(state, random_batch(), jax.random.key(1))
+    poisoned = jax.tree.map(lambda x: x, state)
+    table = poisoned.params["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    poisoned = poisoned.replace(params=jax.tree.map(lambda x: x, poisoned.params))
+    poisoned.params["bert"]["embeddings"]["word_embeddings"]["embedding"] = table.at[7].set(jnp.nan)
+    batch = random_batch()
+    batch["input_ids"][0, 1] = 7
+    after, sums = step(poisoned, batch, jax.random.key(2))
+    assert float(sums["nonfinite"]) == 1.0
+    assert int(after.step) == int(poisoned.step) + 1
+    for a, b in zip(jax.tree.leaves((after.params, after.opt_state)),
+                    jax.tree.leaves((poisoned.params, poisoned.opt_state))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_zero_nsp_weight_turns_nsp_off():
+    _, model, tx, state = _setup()
+    loss_fn = train.make_loss_fn(model, nsp_weight=0.0)
+    batch = random_batch()
+    denominators = objectives.batch_denominators(batch)
+    loss, sums = loss_fn(state.params, batch, None, *denominators)
+    np.testing.assert_allclose(loss, sums["mlm_loss_sum"] / denominators[0], rtol=1e-6)
+    grads = jax.grad(lambda p: loss_fn(p, batch, None, *denominators)[0])(state.params)
+    assert not np.any(np.asarray(grads["nsp"]["kernel"]))
+
+
+def test_padded_prediction_slots_do_not_count():
+    _, model, tx, state = _setup()
+    loss_fn = train.make_loss_fn(model, nsp_weight=1.0)
+    batch = random_batch()
+    changed = {k: v.copy() for k, v in batch.items()}
+    unused = batch["masked_lm_weights"] == 0
+    changed["masked_lm_ids"][unused] = 42
+    changed["masked_lm_positions"][unused] = 5
+    a, _ = loss_fn(state.params, batch, None, *objectives.batch_denominators(batch))
+    b, _ = loss_fn(state.params, changed, None, *objectives.batch_denominators(changed))
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_dropout_depends_only_on_seed_and_step():
+    _, model, tx, state = _setup()
+    step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    batch = random_batch()
+    _, first = step(state, batch, jax.random.key(3))
+    _, again = step(state, batch, jax.random.key(3))
+    _, other_seed = step(state, batch, jax.random.key(4))
+    assert float(first["mlm_loss_sum"]) == float(again["mlm_loss_sum"])
+    assert float(first["mlm_loss_sum"]) != float(other_seed["mlm_loss_sum"])
+
+
+def test_weight_decay_skips_layer_norm_and_biases():
+    _, _, _, state = _setup()
+    mask = decay_mask(state.params)
+    assert mask["bert"]["layer_0"]["mlp"]["intermediate"]["kernel"]
+    assert mask["bert"]["embeddings"]["word_embeddings"]["embedding"]
+    assert not mask["bert"]["layer_0"]["mlp"]["intermediate"]["bias"]
+    assert not mask["bert"]["layer_0"]["attention_norm"]["scale"]
+    assert not mask["bert"]["embeddings"]["layer_norm"]["bias"]
+    assert not mask["mlm"]["output_bias"]
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    schedule = learning_rate_schedule(tiny_config(learning_rate=1e-3, warmup_steps=10, train_steps=110))
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(5e-4)
+    assert float(schedule(10)) == pytest.approx(1e-3)
+    assert float(schedule(60)) == pytest.approx(5e-4)
+    assert float(schedule(110)) == pytest.approx(0.0, abs=1e-9)
