@@ -1,0 +1,237 @@
+"""Raw text → documents of sentences: the first stage of the data flow.
+
+A *document* is what next-sentence prediction draws consecutive sentences from, so the reader's
+one decision that matters is where documents end (`doc_separator`):
+
+* ``"file"``: one document per file; every non-blank line is a paragraph (blank lines are
+  ignored). This is the shipped State of the Union corpus: one address per file.
+* ``"blank_line"``: one or more blank lines end a document (and so does the end of a file).
+  This is the format of the original BERT sample text and of Wikipedia dumps flattened to text.
+
+Paragraph lines are split into sentences by a rule-based splitter that knows common
+abbreviations ("Mr.", "U.S.", "Gen.") and leaves decimals ("3.5") alone. Sentences longer than
+`max_sentence_chars` are cut at whitespace so that a single enormous line (a file with no
+newlines, a log dump) cannot produce one unbounded sentence.
+
+Everything the reader drops (empty files, one-sentence documents) is counted in the returned
+`CorpusSummary`, never dropped silently; everything it cannot read raises `DataError` naming
+the file, and the line where that applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+DOC_SEPARATORS = ("file", "blank_line")
+
+# Longest sentence handed downstream, in characters. ~1,000 tokens of English; SentencePiece
+# training silently skips sentences over 4,192 bytes, and instances are at most 512 tokens.
+MAX_SENTENCE_CHARS = 2000
+
+# The repository root, used as a second base for relative globs so that configs can name
+# "data/sotu/train/*.txt" whatever the working directory is.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class DataError(ValueError):
+    """Bad input data or data config; the message names the file, line or config key."""
+
+
+@dataclasses.dataclass
+class CorpusSummary:
+    """What reading a corpus found, kept so that nothing is dropped silently."""
+
+    files: int = 0
+    documents: int = 0  # documents kept (two or more sentences)
+    sentences: int = 0  # sentences in kept documents
+    characters: int = 0  # characters in kept sentences
+    skipped_empty_files: list[str] = dataclasses.field(default_factory=list)
+    skipped_one_sentence_documents: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def parse_file_patterns(patterns: str | Sequence[str], *, key: str) -> list[str]:
+    """Accepts a comma-separated string or a sequence of globs; returns the globs.
+
+    `key` names the config entry (e.g. "config.data.train_files") for error messages.
+    """
+    if isinstance(patterns, str):
+        items = [p.strip() for p in patterns.split(",")]
+    elif isinstance(patterns, Sequence):
+        items = [str(p).strip() for p in patterns]
+    else:
+        raise DataError(f"{key}: expected a list of globs or a comma-separated string, "
+                        f"got {type(patterns).__name__} {patterns!r}")
+    return [p for p in items if p]
+
+
+def expand_files(patterns: str | Sequence[str], *, key: str) -> list[Path]:
+    """Expands globs to a sorted, de-duplicated list of absolute file paths.
+
+    A relative pattern is tried against the working directory first and then against the
+    repository root. Every pattern must match at least one file: a typo in a config must not
+    quietly shrink the corpus.
+    """
+    items = parse_file_patterns(patterns, key=key)
+    if not items:
+        raise DataError(f"{key} is empty: name at least one file or glob")
+    found: dict[Path, None] = {}
+    for pattern in items:
+        matches = _glob(pattern)
+        if not matches:
+            raise DataError(f"{key}: {pattern!r} matches no file (searched relative to "
+                            f"{os.getcwd()} and {_REPO_ROOT})")
+        for match in matches:
+            if match.is_dir():
+                raise DataError(f"{key}: {pattern!r} matches the directory {match}; "
+                                f"name the files inside it, e.g. '{match}/*.txt'")
+            found.setdefault(match, None)
+    return sorted(found)
+
+
+def _glob(pattern: str) -> list[Path]:
+    expanded = os.path.expanduser(pattern)
+    bases = [""] if os.path.isabs(expanded) else ["", str(_REPO_ROOT)]
+    for base in bases:
+        full = os.path.join(base, expanded) if base else expanded
+        matches = glob.glob(full, recursive=True)
+        if matches:
+            return [Path(m).resolve() for m in sorted(matches)]
+    return []
+
+
+def check_doc_separator(doc_separator: str) -> None:
+    if doc_separator not in DOC_SEPARATORS:
+        raise DataError(f"config.data.doc_separator must be one of {DOC_SEPARATORS}, "
+                        f"got {doc_separator!r}")
+
+
+def read_text(path: Path) -> str:
+    """Reads a UTF-8 text file, rejecting binary files and invalid bytes with their location."""
+    data = path.read_bytes()
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise DataError(f"{path}:{line}: contains NUL bytes; this looks like a binary file, "
+                        "not UTF-8 text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at byte "
+                        f"offset {err.start} of the file, column {err.start - line_start + 1} of "
+                        f"the line); re-encode the file as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def _documents_in_text(text: str, doc_separator: str) -> Iterator[list[str]]:
+    """Yields documents as lists of paragraph lines (stripped, non-empty)."""
+    paragraphs: list[str] = []
+    for raw_line in text.split("\n"):
+        line = raw_line.strip()
+        if line:
+            paragraphs.append(line)
+        elif doc_separator == "blank_line" and paragraphs:
+            yield paragraphs
+            paragraphs = []
+    if paragraphs or doc_separator == "file":
+        yield paragraphs
+
+
+def read_documents(
+    patterns: str | Sequence[str],
+    *,
+    doc_separator: str = "file",
+    key: str = "files",
+    max_sentence_chars: int = MAX_SENTENCE_CHARS,
+) -> tuple[list[list[str]], CorpusSummary]:
+    """Reads every file matched by `patterns` into documents, each a list of sentences.
+
+    Returns the kept documents (two or more sentences: NSP needs a next sentence) and a
+    summary that counts what was skipped. Raises `DataError` for unmatched globs, unreadable
+    files, and a corpus with no usable document.
+    """
+    check_doc_separator(doc_separator)
+    summary = CorpusSummary()
+    documents: list[list[str]] = []
+    for path in expand_files(patterns, key=key):
+        summary.files += 1
+        text = read_text(path)
+        file_has_text = False
+        for paragraphs in _documents_in_text(text, doc_separator):
+            sentences = [s for p in paragraphs for s in split_sentences(p, max_sentence_chars)]
+            file_has_text = file_has_text or bool(sentences)
+            if len(sentences) >= 2:
+                documents.append(sentences)
+                summary.documents += 1
+                summary.sentences += len(sentences)
+                summary.characters += sum(len(s) for s in sentences)
+            elif sentences:
+                summary.skipped_one_sentence_documents += 1
+        if not file_has_text:
+            summary.skipped_empty_files.append(str(path))
+    if not documents:
+        raise DataError(
+            f"{key}: no document with at least two sentences in {summary.files} file(s) "
+            f"({len(summary.skipped_empty_files)} empty, "
+            f"{summary.skipped_one_sentence_documents} one-sentence documents); "
+            "next-sentence prediction needs documents of two or more sentences")
+    return documents, summary
+
+
+# Words that end in "." without ending the sentence. Compared lower-case, without the dot.
+_ABBREVIATIONS = frozenset("""
+    mr mrs ms dr prof rev hon gen col lt maj capt cmdr adm sgt gov sen rep pres messrs mme mlle
+    st jr sr esq co corp inc ltd bros dept univ assn no nos vol vols fig figs art sec ch pp
+    vs etc al cf approx est jan feb mar apr jun jul aug sep sept oct nov dec
+    ave blvd mt ft
+""".split())
+# Dotted acronyms and initials: "U.S", "U.N", "e.g", "i.e", "D" (as in "Franklin D. Roosevelt").
+_INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")
+# A sentence end: terminal punctuation, optional closing quotes/brackets, whitespace, then
+# something that can start a sentence (capital, digit, opening quote or bracket).
+_BOUNDARY = re.compile(r"([.!?]+)([\"'”’)\]]*)\s+(?=[\"'“‘(\[]*[A-Z0-9])")
+_LAST_WORD = re.compile(r"(\S+)$")
+
+
+def split_sentences(paragraph: str, max_sentence_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """Splits one paragraph into sentences; long sentences are cut at whitespace.
+
+    The rule: split after ".", "!" or "?" (plus closing quotes) when whitespace and a capital,
+    digit or opening quote follow, unless the word before a "." is a known abbreviation, an
+    initial or a dotted acronym. "3.5" never splits (no whitespace after the dot).
+    """
+    sentences: list[str] = []
+    start = 0
+    for match in _BOUNDARY.finditer(paragraph):
+        if match.group(1) == ".":
+            word = _LAST_WORD.search(paragraph, start, match.start())
+            if word is not None:
+                stem = word.group(1).lstrip("\"'“‘([")
+                if stem.lower() in _ABBREVIATIONS or _INITIALS.match(stem):
+                    continue
+        end = match.end(2)
+        sentences.extend(_cut_long(paragraph[start:end].strip(), max_sentence_chars))
+        start = match.end()
+    sentences.extend(_cut_long(paragraph[start:].strip(), max_sentence_chars))
+    return [s for s in sentences if s]
+
+
+def _cut_long(sentence: str, max_chars: int) -> list[str]:
+    """Cuts a sentence into pieces of at most `max_chars`, at the last whitespace if any."""
+    pieces = []
+    while len(sentence) > max_chars:
+        cut = sentence.rfind(" ", max_chars // 2, max_chars + 1)
+        if cut <= 0:
+            cut = max_chars
+        pieces.append(sentence[:cut].strip())
+        sentence = sentence[cut:].strip()
+    pieces.append(sentence)
+    return pieces

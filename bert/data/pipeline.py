@@ -1,0 +1,242 @@
+"""Stored examples → batches, with grain. The batch for step s is a pure function of (seed, s).
+
+The training loop resumes by asking for `start_step`; nothing about the data order is stored
+in checkpoints. That works because the pipeline is random access end to end:
+
+    examples [N] ─shuffle(seed, epoch)─▶ repeat forever ─▶ example stream [∞]
+        ─mask(seed, stream position)─▶ batch(B per host) ─▶ host h takes every H-th batch
+
+Global batch s is stream positions [s·G, (s+1)·G) with G = B·H, and host h's part of it is
+[s·G + h·B, s·G + (h+1)·B): hosts read disjoint slices, their union is the global batch, and
+the global batch does not depend on how many hosts there are. Each epoch is a different
+permutation (grain's index shuffle, seeded by the epoch); batches run across epoch boundaries.
+Dynamic masks are drawn from `default_rng([seed, stream, position])`, so an example gets a
+fresh mask every time it is seen, and the same mask whenever a step is recomputed.
+
+Batch contract (T = max_seq_len, P = max_predictions_per_seq, B = rows per host):
+
+    input_ids              int32   [B, T]  masked input, pad_id after the real tokens
+    input_mask             int32   [B, T]  1 real token, 0 padding
+    segment_ids            int32   [B, T]  0 for [CLS] A [SEP], 1 for B [SEP]
+    masked_lm_positions    int32   [B, P]  ascending; 0 in padding slots
+    masked_lm_ids          int32   [B, P]  original token ids at those positions
+    masked_lm_weights      float32 [B, P]  1.0 real prediction, 0.0 padding
+    next_sentence_labels   int32   [B]     0 = IsNext, 1 = NotNext
+    next_sentence_weights  float32 [B]     1.0 real row, 0.0 padding row (eval only)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+
+from bert.data.corpus import DataError
+from bert.data.masking import MaskingConfig, MaskVocabulary, apply_masks, choose_masks
+from bert.data.records import PreparedData, SplitArrays
+
+# Random streams, keyed by (seed, purpose, ...); records.STATIC_MASK_STREAM is 1.
+SHUFFLE_STREAM = 2
+DYNAMIC_MASK_STREAM = 3
+EVAL_MASK_STREAM = 4
+
+BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+              "masked_lm_weights", "next_sentence_labels", "next_sentence_weights")
+
+_PREFETCH_THREADS = 4  # batches assembled in parallel by grain's reader threads
+_PREFETCH_BATCHES = 8
+
+
+def per_host_batch_size(global_batch_size: int, process_count: int) -> int:
+    """Rows each host loads; the global batch must split evenly (never silently multiplied)."""
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise DataError(f"config.batch_size={global_batch_size} is the global batch and must be "
+                        f"a positive multiple of the number of hosts ({process_count})")
+    return global_batch_size // process_count
+
+
+class _ExampleReader:
+    """Turns (stream position, example index) into one masked example dict.
+
+    Holds paths, not arrays: grain pickles it into worker processes, where the .npy files are
+    memory-mapped again on first use instead of being copied through a pipe.
+    """
+
+    def __init__(self, split: SplitArrays, *, masking: str, mask: MaskingConfig,
+                 vocab: MaskVocabulary, seed: int, mask_stream: int) -> None:
+        self._directory: Path = split.directory
+        self._split: SplitArrays | None = split
+        self._masking = masking
+        self._mask = mask
+        self._vocab = vocab
+        self._seed = seed
+        self._mask_stream = mask_stream
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_split": None}
+
+    @property
+    def split(self) -> SplitArrays:
+        if self._split is None:
+            self._split = SplitArrays.load(self._directory)
+        return self._split
+
+    def __call__(self, position: int, index: int) -> dict[str, np.ndarray]:
+        split = self.split
+        index = int(index)
+        length = int(split.lengths[index])
+        input_ids = np.asarray(split.input_ids[index], dtype=np.int32)  # [T]
+        if self._masking == "static":
+            positions = np.asarray(split.masked_lm_positions[index])  # [P]
+            labels = np.asarray(split.masked_lm_ids[index])
+            inputs = np.asarray(split.masked_lm_inputs[index])
+            weights = np.asarray(split.masked_lm_weights[index])
+        else:
+            rng = np.random.default_rng([self._seed, self._mask_stream, int(position)])
+            masks = choose_masks(input_ids, length, rng, self._mask, self._vocab)
+            positions, labels, inputs, weights = (masks.positions, masks.labels, masks.inputs,
+                                                  masks.weights)
+        input_mask = np.zeros_like(input_ids)
+        input_mask[:length] = 1
+        return {
+            "input_ids": apply_masks(input_ids, positions, inputs, weights),
+            "input_mask": input_mask,
+            "segment_ids": np.asarray(split.segment_ids[index], dtype=np.int32),
+            "masked_lm_positions": positions.astype(np.int32),
+            "masked_lm_ids": labels.astype(np.int32),
+            "masked_lm_weights": weights.astype(np.float32),
+            "next_sentence_labels": np.int32(split.next_sentence_labels[index]),
+            "next_sentence_weights": np.float32(1.0),
+        }
+
+
+def _shuffle_seed(seed: int) -> int:
+    # grain folds the epoch in as (seed + epoch), so hash the run seed first: run seeds 0 and 1
+    # must not share permutations one epoch apart.
+    return int(np.random.SeedSequence([seed, SHUFFLE_STREAM]).generate_state(1)[0])
+
+
+def train_dataset(prepared: PreparedData, *, batch_size_per_host: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+    """Random-access view: `dataset[s]` is this host's batch for step s (s = 0, 1, ...)."""
+    if not 0 <= process_index < process_count:
+        raise DataError(f"process_index={process_index} is outside [0, {process_count})")
+    if batch_size_per_host < 1:
+        raise DataError(f"batch_size_per_host must be >= 1, got {batch_size_per_host}")
+    split = prepared.train
+    if prepared.masking == "static" and not split.has_static_masks:
+        raise DataError(f"{split.directory} holds no static masks; config.data.masking is "
+                        "'static'")
+    if len(split) < batch_size_per_host * process_count:
+        raise DataError(f"the train split has {len(split)} examples, fewer than one global "
+                        f"batch of {batch_size_per_host * process_count} (config.batch_size); "
+                        "add text to config.data.train_files or raise config.data.dupe_factor")
+    reader = _ExampleReader(split, masking=prepared.masking, mask=prepared.mask,
+                            vocab=prepared.vocab, seed=seed, mask_stream=DYNAMIC_MASK_STREAM)
+    stream = (grain.MapDataset.range(len(split))  # example indices [N]
+              .shuffle(seed=_shuffle_seed(seed))
+              .repeat(None)  # [∞]: position p is epoch p // N, reshuffled per epoch
+              .map_with_index(reader))
+    batches = stream.batch(batch_size_per_host, drop_remainder=True)  # [∞] of [B, ...]
+    return batches.slice(slice(process_index, None, process_count))
+
+
+def train_batches(
+    prepared: PreparedData,
+    *,
+    batch_size_per_host: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_workers: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
+    """This host's batches for steps start_step, start_step + 1, ... forever.
+
+    `num_workers > 0` assembles batches in that many grain worker processes; the batches are
+    identical to `num_workers=0`, only produced in parallel.
+    """
+    if start_step < 0:
+        raise DataError(f"start_step must be >= 0, got {start_step}")
+    dataset = train_dataset(prepared, batch_size_per_host=batch_size_per_host, seed=seed,
+                            process_index=process_index, process_count=process_count)
+    iter_dataset = dataset.slice(slice(start_step, None)).to_iter_dataset(
+        grain.ReadOptions(num_threads=_PREFETCH_THREADS,
+                          prefetch_buffer_size=_PREFETCH_BATCHES))
+    if num_workers > 0:
+        _allow_grain_flags()
+        iter_dataset = iter_dataset.mp_prefetch(
+            grain.multiprocessing.MultiprocessingOptions(num_workers=num_workers))
+    return _plain_batches(iter(iter_dataset))
+
+
+def _plain_batches(iterator: Iterator[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
+    # Worker processes hand back shared-memory array subclasses; expose plain ndarrays and
+    # close the iterator (and its workers) when the consumer stops.
+    try:
+        for batch in iterator:
+            yield {key: np.asarray(batch[key]) for key in BATCH_KEYS}
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _allow_grain_flags() -> None:
+    # grain's worker processes read absl flags; outside an absl app (tests, notebooks) they are
+    # unparsed and reading them raises. Use their defaults then.
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def eval_batches(
+    prepared: PreparedData,
+    *,
+    batch_size_per_host: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> list[dict[str, np.ndarray]]:
+    """This host's share of the eval split, once, in order, with masks fixed by `seed`.
+
+    Global eval batch b is rows [b·G, (b+1)·G); the last one is filled with padding rows whose
+    weights (masked_lm_weights, next_sentence_weights) are 0, so metrics weighted by them are
+    exact. Every host gets the same number of batches.
+    """
+    split = prepared.eval
+    if split is None:
+        raise DataError("no eval split: config.data.eval_files is empty")
+    if not 0 <= process_index < process_count:
+        raise DataError(f"process_index={process_index} is outside [0, {process_count})")
+    reader = _ExampleReader(split, masking="dynamic", mask=prepared.mask, vocab=prepared.vocab,
+                            seed=seed, mask_stream=EVAL_MASK_STREAM)
+    global_batch = batch_size_per_host * process_count
+    padding = _padding_example(prepared)
+    batches = []
+    for batch_index in range(math.ceil(len(split) / global_batch)):
+        first = batch_index * global_batch + process_index * batch_size_per_host
+        rows = [reader(row, row) if row < len(split) else padding
+                for row in range(first, first + batch_size_per_host)]
+        batches.append({key: np.stack([row[key] for row in rows]) for key in BATCH_KEYS})
+    return batches
+
+
+def _padding_example(prepared: PreparedData) -> dict[str, np.ndarray]:
+    """An all-padding row with zero weights: contributes nothing to any weighted metric."""
+    seq, predictions = prepared.max_seq_len, prepared.max_predictions_per_seq
+    return {
+        "input_ids": np.full((seq,), prepared.pad_id, np.int32),
+        "input_mask": np.zeros((seq,), np.int32),
+        "segment_ids": np.zeros((seq,), np.int32),
+        "masked_lm_positions": np.zeros((predictions,), np.int32),
+        "masked_lm_ids": np.zeros((predictions,), np.int32),
+        "masked_lm_weights": np.zeros((predictions,), np.float32),
+        "next_sentence_labels": np.int32(0),
+        "next_sentence_weights": np.float32(0.0),
+    }
