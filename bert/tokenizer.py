@@ -22,8 +22,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -31,10 +29,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import sentencepiece as spm
 
+from bert.wordpiece import VOCAB_FILE as WORDPIECE_VOCAB_FILE
+from bert.wordpiece import WordPieceTokenizer
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SENTENCEPIECE_FILE = "sentencepiece.model"
-WORDPIECE_VOCAB_FILE = "vocab.txt"
-WORDPIECE_CONFIG_FILE = "tokenizer_config.json"
 
 
 class TokenizerError(ValueError):
@@ -178,110 +177,11 @@ class SentencePieceTokenizer:
         (directory / SENTENCEPIECE_FILE).write_bytes(self._proto)
 
 
-class WordPieceTokenizer:
-    """A BERT vocab.txt run by the `tokenizers` library (BERT normalizer + pre-tokenizer)."""
-
-    def __init__(self, vocab_file: str | Path, *, lowercase: bool) -> None:
-        from tokenizers import BertWordPieceTokenizer  # Only imported checkpoints need it.
-
-        vocab_file = Path(vocab_file)
-        if not vocab_file.is_file():
-            raise TokenizerError(f"WordPiece vocabulary not found: {vocab_file}")
-        self._vocab_file = vocab_file
-        self._lowercase = lowercase
-        self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase)
-        ids = []
-        for token in SPECIAL_TOKENS:
-            token_id = self._tok.token_to_id(token)
-            if token_id is None:
-                raise TokenizerError(f"{vocab_file}: vocabulary has no {token} line")
-            ids.append(token_id)
-        self._pad_id, self._unk_id, self._cls_id, self._sep_id, self._mask_id = ids
-
-    @classmethod
-    def from_directory(cls, directory: str | Path) -> WordPieceTokenizer:
-        """Reads `vocab.txt`; casing from `tokenizer_config.json` ("do_lower_case") if present,
-        else inferred: a vocabulary without upper-case tokens is an uncased model."""
-        directory = Path(directory)
-        vocab_file = directory / WORDPIECE_VOCAB_FILE
-        config_file = directory / WORDPIECE_CONFIG_FILE
-        lowercase = None
-        if config_file.is_file():
-            try:
-                settings = json.loads(config_file.read_text(encoding="utf-8"))
-                lowercase = settings.get("do_lower_case")
-            except json.JSONDecodeError as err:
-                raise TokenizerError(
-                    f"{config_file}:{err.lineno}: invalid JSON ({err.msg})") from None
-        if lowercase is None:
-            if not vocab_file.is_file():
-                raise TokenizerError(f"WordPiece vocabulary not found: {vocab_file}")
-            tokens = vocab_file.read_text(encoding="utf-8").split("\n")
-            lowercase = not any(t != t.lower() for t in tokens if t not in SPECIAL_TOKENS
-                                and not (t.startswith("[") and t.endswith("]")))
-        return cls(vocab_file, lowercase=bool(lowercase))
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
-    @property
-    def pad_id(self) -> int:
-        return self._pad_id
-
-    @property
-    def unk_id(self) -> int:
-        return self._unk_id
-
-    @property
-    def cls_id(self) -> int:
-        return self._cls_id
-
-    @property
-    def sep_id(self) -> int:
-        return self._sep_id
-
-    @property
-    def mask_id(self) -> int:
-        return self._mask_id
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256(self._vocab_file.read_bytes())
-        digest.update(b"lowercase" if self._lowercase else b"cased")
-        return digest.hexdigest()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self._tok.decode([int(i) for i in ids])
-
-    def id_to_token(self, token_id: int) -> str:
-        return self._tok.id_to_token(int(token_id))
-
-    def word_start_mask(self) -> np.ndarray:
-        return self._word_starts
-
-    @functools.cached_property
-    def _word_starts(self) -> np.ndarray:
-        # WordPiece marks continuations with a "##" prefix; everything else opens a word.
-        mask = np.array([not self._tok.id_to_token(i).startswith("##")
-                         for i in range(self.vocab_size)], dtype=bool)
-        mask.setflags(write=False)
-        return mask
-
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / WORDPIECE_VOCAB_FILE
-        if target.resolve() != self._vocab_file.resolve():
-            shutil.copyfile(self._vocab_file, target)
-        (directory / WORDPIECE_CONFIG_FILE).write_text(
-            json.dumps({"do_lower_case": self._lowercase}, indent=2) + "\n", encoding="utf-8")
+def _load_wordpiece(directory: Path) -> WordPieceTokenizer:
+    try:
+        return WordPieceTokenizer.from_directory(directory)
+    except (OSError, ValueError) as err:
+        raise TokenizerError(str(err)) from None
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -294,12 +194,12 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if path.is_file() and path.suffix == ".model":
         return SentencePieceTokenizer.from_file(path)
     if path.is_file() and path.name == WORDPIECE_VOCAB_FILE:
-        return WordPieceTokenizer.from_directory(path.parent)
+        return _load_wordpiece(path.parent)
     if path.is_dir():
         if (path / SENTENCEPIECE_FILE).is_file():
             return SentencePieceTokenizer.from_file(path / SENTENCEPIECE_FILE)
         if (path / WORDPIECE_VOCAB_FILE).is_file():
-            return WordPieceTokenizer.from_directory(path)
+            return _load_wordpiece(path)
         raise TokenizerError(f"no tokenizer in {path}: expected {SENTENCEPIECE_FILE} "
                              f"(SentencePiece) or {WORDPIECE_VOCAB_FILE} (WordPiece)")
     raise TokenizerError(f"tokenizer not found: {path} (expected a *.model file, a vocab.txt, "
