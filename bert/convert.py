@@ -1,0 +1,573 @@
+"""Exact conversion between Hugging Face BERT folders and this project's model folders.
+
+    python -m bert.convert from-hf --input HF_DIR --output MODEL_DIR
+    python -m bert.convert to-hf   --input MODEL_DIR_OR_WORKDIR --output HF_DIR
+
+Weights are only transposed, reshaped or regrouped, never recomputed, so from-hf → to-hf →
+from-hf reproduces every tensor bit for bit. The differences between the two layouts:
+
+* torch `Linear` weights are [out, in]; Flax `Dense` kernels are [in, out].
+* Hugging Face keeps query, key and value as three [H, H] projections; here they are one fused
+  kernel [H, 3, N, D] (in that order), and the attention output kernel is [N, D, H].
+* The MLM decoder is tied to the word embeddings in both; Hugging Face may store it as a copy
+  (`cls.predictions.decoder.weight`), which must then equal the embeddings.
+
+Accepted input names: BertModel (`embeddings.*`, `encoder.*`, optional `pooler.*`) with or without
+the `bert.` prefix, BertForPreTraining / BertForMaskedLM heads (`cls.predictions.*`,
+`cls.seq_relationship.*`), and TensorFlow-era `LayerNorm.gamma` / `LayerNorm.beta`. Heads the
+folder lacks are freshly initialised and reported; unknown or mis-shaped tensors stop the import
+with the full list, since guessing would silently produce a different model.
+
+Only `model.safetensors` is read without torch. A `pytorch_model.bin` needs torch, imported inside
+the one function that reads it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from bert import checkpoint
+from bert.model import BertConfig, BertForPreTraining, init_params
+from bert.tokenizer import SentencePieceTokenizer, load_tokenizer
+from bert.wordpiece import WordPieceTokenizer
+
+HF_CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
+TORCH_FILE = "pytorch_model.bin"
+TORCH_INDEX_FILE = "pytorch_model.bin.index.json"
+
+# Buffers some Hugging Face versions saved beside the weights; they carry no learned values.
+_IGNORED_BUFFERS = ("embeddings.position_ids",)
+
+Params = dict[str, Any]
+Path = tuple[str, ...]
+
+
+class ConversionError(ValueError):
+    """The input cannot be converted exactly; the message lists every offending name."""
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json <-> BertConfig
+
+
+def config_from_hf(values: dict[str, Any], source: str) -> BertConfig:
+    """BertConfig of a Hugging Face config.json; anything this encoder cannot compute is an error."""
+    model_type = values.get("model_type", "bert")
+    if model_type != "bert":
+        raise ConversionError(f"{source}: model_type is {model_type!r}; only 'bert' converts")
+    act = values.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ConversionError(
+            f"{source}: hidden_act is {act!r}; this encoder computes the exact (erf) 'gelu' only"
+        )
+    position_type = values.get("position_embedding_type", "absolute")
+    if position_type != "absolute":
+        raise ConversionError(
+            f"{source}: position_embedding_type is {position_type!r}; only 'absolute' converts"
+        )
+    if values.get("is_decoder") or values.get("add_cross_attention"):
+        raise ConversionError(f"{source}: decoder / cross-attention BERT variants do not convert")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size")
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise ConversionError(f"{source}: missing {', '.join(missing)}")
+    try:
+        return BertConfig(
+            vocab_size=int(values["vocab_size"]),
+            hidden_size=int(values["hidden_size"]),
+            num_layers=int(values["num_hidden_layers"]),
+            num_heads=int(values["num_attention_heads"]),
+            intermediate_size=int(values["intermediate_size"]),
+            max_position_embeddings=int(values.get("max_position_embeddings", 512)),
+            type_vocab_size=int(values.get("type_vocab_size", 2)),
+            dropout_rate=float(values.get("hidden_dropout_prob", 0.1)),
+            attention_dropout_rate=float(values.get("attention_probs_dropout_prob", 0.1)),
+            layer_norm_eps=float(values.get("layer_norm_eps", 1e-12)),
+            initializer_range=float(values.get("initializer_range", 0.02)),
+        )
+    except ValueError as e:
+        raise ConversionError(f"{source}: {e}") from e
+
+
+def config_to_hf(config: BertConfig, *, pad_token_id: int = 0) -> dict[str, Any]:
+    """A config.json that `transformers.BertForPreTraining.from_pretrained` reads as this model."""
+    return {
+        "architectures": ["BertForPreTraining"],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": config.dropout_rate,
+        "attention_probs_dropout_prob": config.attention_dropout_rate,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "initializer_range": config.initializer_range,
+        "layer_norm_eps": config.layer_norm_eps,
+        "position_embedding_type": "absolute",
+        "pad_token_id": pad_token_id,
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+    }
+
+
+def read_hf_config(hf_dir: str) -> BertConfig:
+    path = os.path.join(hf_dir, HF_CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: {hf_dir} is not a Hugging Face model folder")
+    with open(path, encoding="utf-8") as f:
+        return config_from_hf(json.load(f), path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing tensors
+
+
+def _load_torch_file(path: str) -> dict[str, np.ndarray]:
+    """The one place torch is imported: pickled state dicts cannot be read without it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"reading {path} needs PyTorch, which is not installed; install torch, or convert the "
+            f"folder to {SAFETENSORS_FILE} (readable without torch)"
+        ) from e
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {name: tensor.detach().float().numpy() if tensor.dtype == torch.bfloat16
+            else tensor.detach().numpy() for name, tensor in state.items()}
+
+
+def _load_sharded(hf_dir: str, index_file: str,
+                  load: Callable[[str], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    with open(os.path.join(hf_dir, index_file), encoding="utf-8") as f:
+        weight_map = json.load(f)["weight_map"]
+    tensors: dict[str, np.ndarray] = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors.update(load(os.path.join(hf_dir, shard)))
+    return tensors
+
+
+def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
+    """Every tensor of a Hugging Face folder by name; safetensors preferred, read without torch."""
+    if os.path.exists(os.path.join(hf_dir, SAFETENSORS_FILE)):
+        return load_file(os.path.join(hf_dir, SAFETENSORS_FILE))
+    if os.path.exists(os.path.join(hf_dir, SAFETENSORS_INDEX_FILE)):
+        return _load_sharded(hf_dir, SAFETENSORS_INDEX_FILE, load_file)
+    if os.path.exists(os.path.join(hf_dir, TORCH_FILE)):
+        return _load_torch_file(os.path.join(hf_dir, TORCH_FILE))
+    if os.path.exists(os.path.join(hf_dir, TORCH_INDEX_FILE)):
+        return _load_sharded(hf_dir, TORCH_INDEX_FILE, _load_torch_file)
+    raise FileNotFoundError(
+        f"{hf_dir} holds no weights: expected {SAFETENSORS_FILE} or {TORCH_FILE}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The name and layout mapping
+
+
+def _one_to_one(config: BertConfig) -> list[tuple[str, Path, bool]]:
+    """(Hugging Face name, param path, transposed) of every tensor that is exactly one param.
+
+    Names are BertForPreTraining's without the `bert.` prefix on the encoder part.
+    """
+    entries: list[tuple[str, Path, bool]] = [
+        ("embeddings.word_embeddings.weight", ("bert", "embeddings", "word_embeddings", "embedding"), False),
+        ("embeddings.position_embeddings.weight", ("bert", "embeddings", "position_embeddings", "embedding"), False),
+        ("embeddings.token_type_embeddings.weight", ("bert", "embeddings", "token_type_embeddings", "embedding"), False),
+        ("embeddings.LayerNorm.weight", ("bert", "embeddings", "layer_norm", "scale"), False),
+        ("embeddings.LayerNorm.bias", ("bert", "embeddings", "layer_norm", "bias"), False),
+    ]
+    for i in range(config.num_layers):
+        hf, ours = f"encoder.layer.{i}.", ("bert", f"layer_{i}")
+        entries += [
+            (hf + "attention.output.dense.bias", ours + ("attention", "out", "bias"), False),
+            (hf + "attention.output.LayerNorm.weight", ours + ("attention_norm", "scale"), False),
+            (hf + "attention.output.LayerNorm.bias", ours + ("attention_norm", "bias"), False),
+            (hf + "intermediate.dense.weight", ours + ("mlp", "intermediate", "kernel"), True),
+            (hf + "intermediate.dense.bias", ours + ("mlp", "intermediate", "bias"), False),
+            (hf + "output.dense.weight", ours + ("mlp", "output", "kernel"), True),
+            (hf + "output.dense.bias", ours + ("mlp", "output", "bias"), False),
+            (hf + "output.LayerNorm.weight", ours + ("output_norm", "scale"), False),
+            (hf + "output.LayerNorm.bias", ours + ("output_norm", "bias"), False),
+        ]
+    entries += [
+        ("pooler.dense.weight", ("bert", "pooler", "kernel"), True),
+        ("pooler.dense.bias", ("bert", "pooler", "bias"), False),
+        ("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), True),
+        ("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), False),
+        ("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), False),
+        ("cls.predictions.transform.LayerNorm.bias", ("mlm", "layer_norm", "bias"), False),
+        ("cls.predictions.bias", ("mlm", "output_bias"), False),
+        ("cls.seq_relationship.weight", ("nsp", "kernel"), True),
+        ("cls.seq_relationship.bias", ("nsp", "bias"), False),
+    ]
+    return entries
+
+
+def _attention_names(i: int) -> dict[str, str]:
+    prefix = f"encoder.layer.{i}.attention."
+    names = {f"{p}_{k}": f"{prefix}self.{p}.{k}" for p in ("query", "key", "value")
+             for k in ("weight", "bias")}
+    names["out_weight"] = prefix + "output.dense.weight"
+    return names
+
+
+# Optional groups: initialised when wholly absent, an error when partly present.
+_POOLER = ("pooler.dense.weight", "pooler.dense.bias")
+_MLM_HEAD = (
+    "cls.predictions.transform.dense.weight",
+    "cls.predictions.transform.dense.bias",
+    "cls.predictions.transform.LayerNorm.weight",
+    "cls.predictions.transform.LayerNorm.bias",
+    "cls.predictions.bias",
+)
+_NSP_HEAD = ("cls.seq_relationship.weight", "cls.seq_relationship.bias")
+_OPTIONAL_GROUPS = {"pooler": (_POOLER, ("bert", "pooler")), "mlm": (_MLM_HEAD, ("mlm",)),
+                    "nsp": (_NSP_HEAD, ("nsp",))}
+_DECODER_WEIGHT = "cls.predictions.decoder.weight"
+_DECODER_BIAS = "cls.predictions.decoder.bias"
+
+
+def hf_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor a Hugging Face BertForPreTraining of `config` may hold."""
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    shapes = {
+        "embeddings.word_embeddings.weight": (v, h),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+        "pooler.dense.weight": (h, h),
+        "pooler.dense.bias": (h,),
+        "cls.predictions.transform.dense.weight": (h, h),
+        "cls.predictions.transform.dense.bias": (h,),
+        "cls.predictions.transform.LayerNorm.weight": (h,),
+        "cls.predictions.transform.LayerNorm.bias": (h,),
+        "cls.predictions.bias": (v,),
+        _DECODER_WEIGHT: (v, h),
+        _DECODER_BIAS: (v,),
+        "cls.seq_relationship.weight": (2, h),
+        "cls.seq_relationship.bias": (2,),
+    }
+    for layer in range(config.num_layers):
+        p = f"encoder.layer.{layer}."
+        for proj in ("query", "key", "value"):
+            shapes[f"{p}attention.self.{proj}.weight"] = (h, h)
+            shapes[f"{p}attention.self.{proj}.bias"] = (h,)
+        shapes.update({
+            p + "attention.output.dense.weight": (h, h),
+            p + "attention.output.dense.bias": (h,),
+            p + "attention.output.LayerNorm.weight": (h,),
+            p + "attention.output.LayerNorm.bias": (h,),
+            p + "intermediate.dense.weight": (i, h),
+            p + "intermediate.dense.bias": (i,),
+            p + "output.dense.weight": (h, i),
+            p + "output.dense.bias": (h,),
+            p + "output.LayerNorm.weight": (h,),
+            p + "output.LayerNorm.bias": (h,),
+        })
+    return shapes
+
+
+def _canonical_name(name: str) -> str:
+    """BertModel-style name: no `bert.` prefix, TensorFlow-era gamma/beta renamed."""
+    if name.startswith("bert."):
+        name = name[len("bert."):]
+    if name.endswith("LayerNorm.gamma"):
+        name = name[: -len("gamma")] + "weight"
+    elif name.endswith("LayerNorm.beta"):
+        name = name[: -len("beta")] + "bias"
+    return name
+
+
+@dataclasses.dataclass
+class ImportReport:
+    """What an import restored, initialised afresh and skipped."""
+
+    restored: list[str] = dataclasses.field(default_factory=list)  # param paths
+    initialised: list[str] = dataclasses.field(default_factory=list)  # param paths
+    ignored: list[str] = dataclasses.field(default_factory=list)  # source names with no param
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"restored {len(self.restored)} params"]
+        if self.initialised:
+            lines.append("initialised (absent from the source): " + ", ".join(self.initialised))
+        if self.ignored:
+            lines.append("ignored: " + ", ".join(self.ignored))
+        return "\n".join(lines + self.notes)
+
+
+def _path_name(path: Path) -> str:
+    return "/".join(path)
+
+
+def _set(tree: Params, path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: Params, path: Path) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _canonical_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str,
+                       report: ImportReport) -> dict[str, np.ndarray]:
+    """Renamed tensors, with unknown, duplicate and mis-shaped names all reported in one error."""
+    expected = hf_shapes(config)
+    canonical: dict[str, np.ndarray] = {}
+    unknown, misshaped, duplicate = [], [], []
+    for name in sorted(tensors):
+        key = _canonical_name(name)
+        value = tensors[name]
+        if key in _IGNORED_BUFFERS:
+            report.ignored.append(name)
+        elif key not in expected:
+            unknown.append(name)
+        elif key in canonical:
+            duplicate.append(name)
+        elif tuple(value.shape) != expected[key]:
+            misshaped.append(f"{name} {tuple(value.shape)} (expected {expected[key]})")
+        else:
+            canonical[key] = value
+    problems = []
+    if unknown:
+        problems.append("unknown tensors: " + ", ".join(unknown))
+    if misshaped:
+        problems.append("mis-shaped tensors: " + ", ".join(misshaped))
+    if duplicate:
+        problems.append("tensors present both with and without the 'bert.' prefix: "
+                        + ", ".join(duplicate))
+    if problems:
+        raise ConversionError(f"{source}: " + "; ".join(problems))
+    return canonical
+
+
+def _check_tied(canonical: dict[str, np.ndarray], source: str, report: ImportReport) -> None:
+    """A stored decoder must be the tie this model assumes; otherwise the import would lie."""
+    decoder = canonical.pop(_DECODER_WEIGHT, None)
+    if decoder is not None:
+        if not np.array_equal(decoder, canonical.get("embeddings.word_embeddings.weight")):
+            raise ConversionError(
+                f"{source}: {_DECODER_WEIGHT} differs from embeddings.word_embeddings.weight; "
+                f"this model ties the MLM decoder to the word embeddings, so an untied decoder "
+                f"cannot be converted exactly"
+            )
+        report.ignored.append(f"{_DECODER_WEIGHT} (tied to the word embeddings)")
+    decoder_bias = canonical.pop(_DECODER_BIAS, None)
+    if decoder_bias is not None:
+        bias = canonical.setdefault("cls.predictions.bias", decoder_bias)
+        if not np.array_equal(bias, decoder_bias):
+            raise ConversionError(
+                f"{source}: {_DECODER_BIAS} differs from cls.predictions.bias; they are one tensor"
+            )
+        report.ignored.append(f"{_DECODER_BIAS} (the same tensor as cls.predictions.bias)")
+
+
+def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.Array,
+                   *, source: str = "<tensors>") -> tuple[Params, ImportReport]:
+    """BertForPreTraining params from Hugging Face tensors; absent heads freshly initialised.
+
+    All params are float32, as the model keeps them; the report says if the source was not.
+    """
+    report = ImportReport()
+    canonical = _canonical_tensors(tensors, config, source, report)
+    _check_tied(canonical, source, report)
+    dtypes = sorted({str(v.dtype) for v in canonical.values()} - {"float32"})
+    if dtypes:
+        report.notes.append(f"converted {', '.join(dtypes)} tensors to float32")
+
+    absent_groups = []
+    for group, (names, _) in _OPTIONAL_GROUPS.items():
+        present = [n for n in names if n in canonical]
+        if not present:
+            absent_groups.append(group)
+        elif len(present) < len(names):
+            missing = [n for n in names if n not in canonical]
+            raise ConversionError(f"{source}: incomplete {group}: missing {', '.join(missing)}")
+    optional = {n for group in absent_groups for n in _OPTIONAL_GROUPS[group][0]}
+    required = [n for n in hf_shapes(config)
+                if n not in optional and n not in (_DECODER_WEIGHT, _DECODER_BIAS)]
+    missing = [n for n in required if n not in canonical]
+    if missing:
+        raise ConversionError(f"{source}: missing encoder tensors: {', '.join(missing)}")
+
+    def take(name: str) -> np.ndarray:
+        return np.asarray(canonical[name], dtype=np.float32)
+
+    params: Params = {}
+    for name, path, transposed in _one_to_one(config):
+        if name in canonical:
+            _set(params, path, take(name).T if transposed else take(name))
+            report.restored.append(_path_name(path))
+    n, d = config.num_heads, config.head_size
+    for i in range(config.num_layers):
+        names = _attention_names(i)
+        kernels = [take(names[f"{p}_weight"]).T.reshape(-1, n, d) for p in ("query", "key", "value")]
+        biases = [take(names[f"{p}_bias"]).reshape(n, d) for p in ("query", "key", "value")]
+        attention = ("bert", f"layer_{i}", "attention")
+        _set(params, attention + ("qkv", "kernel"), np.stack(kernels, axis=1))  # (H, 3, N, D)
+        _set(params, attention + ("qkv", "bias"), np.stack(biases, axis=0))  # (3, N, D)
+        _set(params, attention + ("out", "kernel"), take(names["out_weight"]).T.reshape(n, d, -1))
+        report.restored += [_path_name(attention + k) for k in
+                            (("qkv", "kernel"), ("qkv", "bias"), ("out", "kernel"))]
+
+    if absent_groups:
+        fresh = init_params(BertForPreTraining(config), rng)
+        for group in absent_groups:
+            prefix = _OPTIONAL_GROUPS[group][1]
+            subtree = jax.tree.map(np.asarray, _get(fresh, prefix))
+            _set(params, prefix, subtree)
+            report.initialised += [_path_name(prefix + tuple(str(k.key) for k in path))
+                                   for path, _ in jax.tree_util.tree_flatten_with_path(subtree)[0]]
+    return params, report
+
+
+def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
+    """BertForPreTraining tensors by their Hugging Face names (`bert.` prefix on the encoder)."""
+
+    def hf_name(name: str) -> str:
+        return name if name.startswith("cls.") else "bert." + name
+
+    def get(path: Path) -> np.ndarray:
+        return np.asarray(_get(params, path), dtype=np.float32)
+
+    tensors: dict[str, np.ndarray] = {}
+    for name, path, transposed in _one_to_one(config):
+        tensors[hf_name(name)] = get(path).T if transposed else get(path)
+    h = config.hidden_size
+    for i in range(config.num_layers):
+        names = _attention_names(i)
+        attention = ("bert", f"layer_{i}", "attention")
+        kernel = get(attention + ("qkv", "kernel"))  # (H, 3, N, D)
+        bias = get(attention + ("qkv", "bias"))  # (3, N, D)
+        for j, proj in enumerate(("query", "key", "value")):
+            tensors[hf_name(names[f"{proj}_weight"])] = kernel[:, j].reshape(h, h).T
+            tensors[hf_name(names[f"{proj}_bias"])] = bias[j].reshape(h)
+        tensors[hf_name(names["out_weight"])] = get(attention + ("out", "kernel")).reshape(h, h).T
+    # safetensors stores bytes in memory order: make every tensor contiguous.
+    return {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Folders
+
+
+def _fresh_output(output: str) -> str:
+    """A temporary sibling of `output`, renamed onto it at the end so nothing is half-written."""
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise FileExistsError(f"{output} already exists and is not empty; choose a new folder")
+    parent = os.path.dirname(os.path.abspath(output))
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=os.path.basename(output) + ".partial-", dir=parent)
+
+
+def _publish(tmp: str, output: str) -> None:
+    if os.path.isdir(output):
+        os.rmdir(output)  # empty, checked by _fresh_output
+    os.replace(tmp, output)
+
+
+def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
+    """from-hf: a Hugging Face BERT folder → a model folder (config, WordPiece tokenizer, params)."""
+    config = read_hf_config(hf_dir)
+    tokenizer = WordPieceTokenizer.from_directory(hf_dir)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ConversionError(
+            f"{os.path.join(hf_dir, 'vocab.txt')} has {tokenizer.vocab_size} tokens but "
+            f"{os.path.join(hf_dir, HF_CONFIG_FILE)} says vocab_size={config.vocab_size}"
+        )
+    params, report = params_from_hf(read_hf_tensors(hf_dir), config, jax.random.key(seed),
+                                    source=hf_dir)
+    tmp = _fresh_output(model_dir)
+    try:
+        checkpoint.write_model_description(tmp, config, tokenizer)
+        checkpoint.save_params(tmp, params)
+        _publish(tmp, model_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+_SENTENCEPIECE_NOTE = """\
+# Tokenizer
+
+This model was pretrained with bert-jax on a SentencePiece vocabulary: `sentencepiece.model`
+here, with [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 (the model's ids). Hugging Face's
+`BertTokenizer` reads only WordPiece `vocab.txt` files, so it cannot tokenize for this model;
+use `sentencepiece.SentencePieceProcessor(model_file="sentencepiece.model")` and add
+[CLS] ... [SEP] ... [SEP] around the ids yourself.
+"""
+
+
+def export_hf(model_dir: str, hf_dir: str) -> None:
+    """to-hf: a model folder or pretraining work directory → a Hugging Face BERT folder.
+
+    `transformers.BertForPreTraining.from_pretrained(hf_dir)` loads it with no missing or
+    unexpected keys: the tied decoder weight and bias are left out, as transformers saves them.
+    """
+    config = checkpoint.read_model_config(model_dir)
+    tokenizer = load_tokenizer(os.path.join(model_dir, checkpoint.TOKENIZER_DIR))
+    tensors = params_to_hf(checkpoint.load_params(model_dir), config)
+    tmp = _fresh_output(hf_dir)
+    try:
+        with open(os.path.join(tmp, HF_CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config_to_hf(config, pad_token_id=tokenizer.pad_id), f, indent=2)
+            f.write("\n")
+        save_file(tensors, os.path.join(tmp, SAFETENSORS_FILE), metadata={"format": "pt"})
+        tokenizer.save(tmp)
+        if isinstance(tokenizer, SentencePieceTokenizer):
+            logging.warning("%s: SentencePiece tokenizer exported as sentencepiece.model; "
+                            "transformers' BertTokenizer cannot read it (see README.md)", hf_dir)
+            with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+                f.write(_SENTENCEPIECE_NOTE)
+        _publish(tmp, hf_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bert.convert", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    from_hf = commands.add_parser("from-hf", help="Hugging Face folder → model folder")
+    from_hf.add_argument("--input", required=True, help="HF_DIR: config.json, weights, vocab.txt")
+    from_hf.add_argument("--output", required=True, help="MODEL_DIR to create (new or empty)")
+    from_hf.add_argument("--seed", type=int, default=0, help="initialises heads the input lacks")
+    to_hf = commands.add_parser("to-hf", help="model folder or work directory → Hugging Face folder")
+    to_hf.add_argument("--input", required=True, help="MODEL_DIR or pretraining work directory")
+    to_hf.add_argument("--output", required=True, help="HF_DIR to create (new or empty)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "from-hf":
+            report = import_hf(args.input, args.output, seed=args.seed)
+            print(report.summary())
+        else:
+            export_hf(args.input, args.output)
+        print(f"wrote {args.output}")
+    except (ConversionError, FileNotFoundError, FileExistsError, ImportError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
