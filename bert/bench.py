@@ -1,0 +1,342 @@
+"""Training-step benchmark: this codebase side by side with the implementations researchers use.
+
+    python -m bert.bench --config experiments/pretrain/base.py [--vs torch,hf_flax] --output FILE.json
+        [--seq_len 128] [--batch_size 8] [--steps 20] [--warmup_steps 3] [--dtype float32]
+
+Each implementation runs in its own subprocess (clean peak memory, no thread pools fighting),
+on identical shapes, with AdamW and dropout 0.1, timing full steps (forward MLM+NSP, backward,
+optimizer update) after compilation. The peers (`transformers`' BertForPreTraining in PyTorch and
+FlaxBertForPreTraining) are imported only inside their worker functions; the library never
+imports them. Model FLOPs per step follow the usual count of useful matmul work:
+
+    6 · (B·S·(12·L·H² + H² + 2·L·S·H) + B·P·(H² + H·V))
+
+(P masked positions per sequence). MFU divides achieved FLOP/s by the best matmul rate this
+benchmark itself measures on the machine in the same dtype (JAX or PyTorch, whichever is higher).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config file")
+_VS = flags.DEFINE_list("vs", [], "peers to run as well: torch, hf_flax")
+_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "tokens per sequence (default: config.max_seq_len)")
+_BATCH = flags.DEFINE_integer("batch_size", None, "sequences per step (default: config.batch_size)")
+_STEPS = flags.DEFINE_integer("steps", 20, "timed steps per implementation")
+_WARMUP = flags.DEFINE_integer("warmup_steps", 3, "untimed steps after compilation")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+_WORKER = flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
+
+IMPLS = ("bert-jax", "torch", "hf_flax")
+
+
+def model_flops_per_step(batch: int, seq: int, layers: int, hidden: int, vocab: int,
+                         predictions: int) -> float:
+    dense = batch * seq * (12 * layers * hidden**2 + hidden**2 + 2 * layers * seq * hidden)
+    head = batch * predictions * (hidden**2 + hidden * vocab)
+    return 6.0 * (dense + head)
+
+
+def _shapes(config: Any) -> dict[str, Any]:
+    from bert.config import model_config
+
+    model = model_config(config)
+    seq = _SEQ_LEN.value or config.max_seq_len
+    predictions = (config.max_predictions_per_seq if seq == config.max_seq_len
+                   else math.ceil(0.15 * seq))
+    return dict(
+        batch_size=_BATCH.value or config.batch_size, seq_len=seq, predictions=predictions,
+        num_layers=model.num_layers, hidden_size=model.hidden_size, num_heads=model.num_heads,
+        intermediate_size=model.intermediate_size, vocab_size=model.vocab_size,
+        dtype=_DTYPE.value, dropout=0.1,
+    )
+
+
+def _synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+    """Full-length pairs with P distinct masked positions per row (what pretraining feeds)."""
+    rng = np.random.default_rng(seed)
+    b, t, p = s["batch_size"], s["seq_len"], s["predictions"]
+    positions = np.sort(np.stack([rng.choice(np.arange(1, t - 1), p, replace=False) for _ in range(b)]), 1)
+    return dict(
+        input_ids=rng.integers(5, s["vocab_size"], (b, t)).astype(np.int32),
+        input_mask=np.ones((b, t), np.int32),
+        segment_ids=(np.arange(t)[None] >= t // 2).repeat(b, 0).astype(np.int32),
+        masked_lm_positions=positions.astype(np.int32),
+        masked_lm_ids=rng.integers(5, s["vocab_size"], (b, p)).astype(np.int32),
+        masked_lm_weights=np.ones((b, p), np.float32),
+        next_sentence_labels=rng.integers(0, 2, b).astype(np.int32),
+        next_sentence_weights=np.ones(b, np.float32),
+    )
+
+
+def _time(step: Callable[[], None], steps: int, warmup: int) -> tuple[float, list[float]]:
+    start = time.perf_counter()
+    step()  # compilation (or first-call setup) happens here
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return compile_s, times
+
+
+def _jax_peak_memory() -> int | None:
+    import jax
+
+    stats = jax.devices()[0].memory_stats()
+    return int(stats["peak_bytes_in_use"]) if stats else None
+
+
+def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+    import jax
+
+    from bert import train
+    from bert.config import model_config
+    from bert.model import BertForPreTraining
+    from bert.optim import make_optimizer
+
+    config.model.dtype = s["dtype"]
+    config.model.dropout_rate = config.model.attention_dropout_rate = s["dropout"]
+    model = BertForPreTraining(model_config(config))
+    tx = make_optimizer(config)
+    state = train.create_train_state(model, tx, jax.random.key(0))
+    step_fn = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0), donate_argnums=(0,))
+    batch = jax.device_put(_synthetic_batch(s))
+    rng = jax.random.key(1)
+    holder = {"state": state}
+
+    def step() -> None:
+        holder["state"], sums = step_fn(holder["state"], batch, rng)
+        jax.block_until_ready(sums)
+
+    compile_s, times = _time(step, steps, warmup)
+    return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=_jax_peak_memory())
+
+
+def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = BertForPreTraining(_hf_config(BertConfig, s)).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6,
+                                  weight_decay=0.01)
+    batch = _synthetic_batch(s)
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], axis=1)
+    inputs = dict(
+        input_ids=torch.from_numpy(batch["input_ids"]).long().to(device),
+        attention_mask=torch.from_numpy(batch["input_mask"]).long().to(device),
+        token_type_ids=torch.from_numpy(batch["segment_ids"]).long().to(device),
+        labels=torch.from_numpy(labels).to(device),
+        next_sentence_label=torch.from_numpy(batch["next_sentence_labels"]).long().to(device),
+    )
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=s["dtype"] == "bfloat16")
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = model(**inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        else:
+            loss.item()
+
+    compile_s, times = _time(step, steps, warmup)
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=peak)
+
+
+def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from transformers import BertConfig, FlaxBertForPreTraining
+
+    dtype = jnp.bfloat16 if s["dtype"] == "bfloat16" else jnp.float32
+    model = FlaxBertForPreTraining(_hf_config(BertConfig, s), seed=0, dtype=dtype)
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01))
+    params = model.params
+    opt_state = tx.init(params)
+    batch = jax.device_put(_synthetic_batch(s))
+
+    def loss_fn(params: Any, rng: jax.Array) -> jax.Array:
+        out = model(batch["input_ids"], batch["input_mask"], batch["segment_ids"], params=params,
+                    dropout_rng=rng, train=True)
+        # The decoder ran over every position, as in run_mlm_flax; the loss reads the masked ones.
+        logits = jnp.take_along_axis(out.prediction_logits, batch["masked_lm_positions"][..., None], 1)
+        mlm = optax.softmax_cross_entropy_with_integer_labels(logits, batch["masked_lm_ids"]).mean()
+        nsp = optax.softmax_cross_entropy_with_integer_labels(
+            out.seq_relationship_logits, batch["next_sentence_labels"]).mean()
+        return mlm + nsp
+
+    @jax.jit
+    def _step(params: Any, opt_state: Any, rng: jax.Array) -> tuple:
+        loss, grads = jax.value_and_grad(loss_fn)(params, rng)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    train_step = jax.jit(_step, donate_argnums=(0, 1))
+    holder = {"params": params, "opt_state": opt_state, "rng": jax.random.key(1)}
+
+    def step() -> None:
+        holder["rng"], rng = jax.random.split(holder["rng"])
+        holder["params"], holder["opt_state"], loss = train_step(holder["params"], holder["opt_state"], rng)
+        jax.block_until_ready(loss)
+
+    compile_s, times = _time(step, steps, warmup)
+    return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=_jax_peak_memory())
+
+
+def _hf_config(config_class: Any, s: dict[str, Any]) -> Any:
+    return config_class(
+        vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], num_hidden_layers=s["num_layers"],
+        num_attention_heads=s["num_heads"], intermediate_size=s["intermediate_size"],
+        hidden_dropout_prob=s["dropout"], attention_probs_dropout_prob=s["dropout"],
+        max_position_embeddings=max(512, s["seq_len"]), hidden_act="gelu",
+    )
+
+
+def measure_peak_flops(dtype: str) -> dict[str, float]:
+    """Best square-matmul FLOP/s in `dtype` with JAX and, when installed, PyTorch."""
+    import jax
+    import jax.numpy as jnp
+
+    on_gpu = jax.default_backend() != "cpu"
+    n = 8192 if on_gpu else 2048
+    a = jnp.ones((n, n), dtype)
+    matmul = jax.jit(lambda x: x @ x)
+    _, times = _time(lambda: matmul(a).block_until_ready(), 10, 2)
+    rates = {"jax": 2 * n**3 / min(times)}
+    try:
+        import torch
+    except ImportError:
+        return rates
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.ones((n, n), dtype=getattr(torch, dtype), device=device)
+
+    def torch_matmul() -> None:
+        (x @ x).sum().item()
+
+    _, times = _time(torch_matmul, 10, 2)
+    rates["torch"] = 2 * n**3 / min(times)
+    return rates
+
+
+_RUNNERS = {"bert-jax": run_bert_jax, "torch": run_torch, "hf_flax": run_hf_flax}
+
+
+def _run_worker(impl: str) -> None:
+    config = _CONFIG.value
+    s = _shapes(config)
+    raw = _RUNNERS[impl](config, s, _STEPS.value, _WARMUP.value)
+    if raw["peak_memory_bytes"] is None:  # CPU: the worker's peak resident set
+        raw["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print("BENCH_RESULT " + json.dumps(raw))
+
+
+def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bert.bench", *argv, f"--worker={impl}"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            return json.loads(line[len("BENCH_RESULT "):])
+    raise RuntimeError(f"benchmark of {impl} failed:\n{done.stderr[-4000:]}")
+
+
+def _worker_args(args: list[str]) -> list[str]:
+    """The command line minus the flags only the parent uses (--vs, --output)."""
+    kept, skip_value = [], False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        if arg in ("--vs", "--output"):
+            skip_value = True
+        elif not arg.startswith(("--vs=", "--output=")):
+            kept.append(arg)
+    return kept
+
+
+def summarize(impl: str, raw: dict[str, Any], s: dict[str, Any], peak_flops: float) -> dict[str, Any]:
+    times = np.asarray(raw["step_times"])
+    step_s = float(np.median(times))
+    flops = model_flops_per_step(s["batch_size"], s["seq_len"], s["num_layers"], s["hidden_size"],
+                                 s["vocab_size"], s["predictions"])
+    return dict(
+        impl=impl,
+        tokens_per_sec=s["batch_size"] * s["seq_len"] / step_s,
+        step_ms=1e3 * step_s,
+        step_ms_p10=1e3 * float(np.percentile(times, 10)),
+        step_ms_p90=1e3 * float(np.percentile(times, 90)),
+        steps_timed=len(times),
+        compile_s=raw["compile_s"],
+        model_flops_per_step=flops,
+        mfu=flops / step_s / peak_flops,
+        peak_memory_bytes=raw["peak_memory_bytes"],
+        config=s,
+    )
+
+
+def main(argv: list[str]) -> None:
+    if _WORKER.value:
+        _run_worker(_WORKER.value)
+        return
+    unknown = sorted(set(_VS.value) - set(IMPLS[1:]))
+    if unknown:
+        raise app.UsageError(f"--vs: unknown peer(s) {', '.join(unknown)}; choose from torch, hf_flax")
+    s = _shapes(_CONFIG.value)
+    peaks = measure_peak_flops(s["dtype"])
+    peak = max(peaks.values())
+    passthrough = _worker_args(sys.argv[1:])
+    results = []
+    for impl in ("bert-jax", *_VS.value):
+        print(f"running {impl} ...", flush=True)
+        results.append(summarize(impl, _spawn(impl, passthrough), s, peak))
+    report = dict(peak_flops=peak, peak_flops_by_impl=peaks, results=results)
+    if _OUTPUT.value:
+        os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+        with open(_OUTPUT.value, "w") as f:
+            json.dump(report, f, indent=2)
+    print(format_table(report))
+
+
+def format_table(report: dict[str, Any]) -> str:
+    base = report["results"][0]["tokens_per_sec"]
+    lines = [f"peak matmul: {report['peak_flops'] / 1e9:.0f} GFLOP/s",
+             f"{'impl':<10} {'tokens/s':>10} {'step ms':>9} {'p10-p90 ms':>15} {'MFU':>6} "
+             f"{'peak MiB':>9} {'vs bert-jax':>11}"]
+    for r in report["results"]:
+        mem = (r["peak_memory_bytes"] or 0) / 2**20
+        lines.append(
+            f"{r['impl']:<10} {r['tokens_per_sec']:>10.1f} {r['step_ms']:>9.0f} "
+            f"{r['step_ms_p10']:>7.0f}-{r['step_ms_p90']:<7.0f} {r['mfu']:>6.1%} {mem:>9.0f} "
+            f"{base / r['tokens_per_sec']:>10.2f}x"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
