@@ -55,7 +55,7 @@ def pretrain_config(**data_overrides: Any) -> ml_collections.ConfigDict:
     config.max_predictions_per_seq = 10
     config.batch_size = 8
     config.model = ml_collections.ConfigDict({"vocab_size": SMALL_VOCAB})
-    config.data = ml_collections.ConfigDict(dict(
+    data = dict(
         train_files=[str(SOTU_EVAL / "*.txt")],
         eval_files=",".join(str(SOTU_TRAIN / name) for name in
                             ("1913_woodrow_wilson_d.txt", "2010_barack_obama_d.txt")),
@@ -72,6 +72,7 @@ def pretrain_config(**data_overrides: Any) -> ml_collections.ConfigDict:
         short_seq_prob=0.1,
         nsp_weight=1.0,
         num_workers=0,
-    ))
-    config.data.update(data_overrides)
+    )
+    data.update(data_overrides)
+    config.data = ml_collections.ConfigDict(data)
     return config
