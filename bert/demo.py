@@ -18,7 +18,7 @@ from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
 from bert import checkpoint
-from bert.metrics import read_metrics
+from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
 from bert.pretrain import train_and_evaluate
 from bert.tokenizer import Tokenizer, load_tokenizer
@@ -100,7 +100,7 @@ def summarize(config: ConfigDict, workdir: str) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    logging.getLogger().setLevel(logging.INFO)
+    setup_logging()
     config, workdir = _CONFIG.value, _WORKDIR.value
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(config, workdir)

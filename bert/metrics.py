@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Mapping
 
@@ -51,3 +52,19 @@ def _plain(value: Any) -> Any:
 def read_metrics(path: str) -> list[dict[str, Any]]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+class _LibraryChatterFilter(logging.Filter):
+    """Drops INFO lines from checkpointing and backend libraries; warnings still pass."""
+
+    _NOISY = ("orbax", "jax/_src", "tensorstore", "grain")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(n in record.pathname for n in self._NOISY)
+
+
+def setup_logging() -> None:
+    """INFO for this project's progress lines, without the libraries' per-save chatter."""
+    logging.getLogger().setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_LibraryChatterFilter())

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from bert import checkpoint, data, objectives
 from bert.config import model_config, validate
-from bert.metrics import MetricsWriter
+from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
 from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
@@ -85,16 +85,20 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     model = BertForPreTraining(bert_config)
     tx = make_optimizer(config)
     runner = build_runner(config, model, tx)
-    per_host_batch = data.per_host_batch_size(config.batch_size, runner.num_batch_shards)
+    per_host_batch = data.per_host_batch_size(config.batch_size, jax.process_count())
+    hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
     manager = checkpoint.CheckpointManager(workdir, keep=config.keep_checkpoints)
     seed_key = jax.random.key(config.seed)
     init_rng, dropout_rng = jax.random.split(seed_key)
     state, start_step = _restore_or_init(runner, manager, init_rng)
 
-    eval_batches = data.eval_batches(config, prepared, batch_size=per_host_batch)
+    eval_batches = data.eval_batches(prepared, batch_size_per_host=per_host_batch,
+                                     seed=config.seed, **hosts)
     if config.eval_batches:
         eval_batches = eval_batches[: config.eval_batches]
-    train_batches = data.train_batches(config, prepared, per_host_batch, start_step=start_step)
+    train_batches = data.train_batches(prepared, batch_size_per_host=per_host_batch,
+                                       seed=config.seed, start_step=start_step,
+                                       num_workers=config.data.num_workers, **hosts)
     writer = MetricsWriter(workdir)
     schedule = learning_rate_schedule(config)
     tokens_per_step = config.batch_size * config.max_seq_len
@@ -108,7 +112,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     progress = tqdm(total=config.train_steps, initial=start_step, desc="pretrain",
                     disable=jax.process_index() != 0, dynamic_ncols=True)
     add = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + y, a, b))
-    window_sums, window_steps, window_start = None, 0, time.perf_counter()
+    window_sums, window_steps = None, 0
+    timed_steps, timer_start = 0, time.perf_counter()
     final_eval: dict[str, float] = {}
     try:
         for step in range(start_step + 1, config.train_steps + 1):
@@ -116,7 +121,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
             # Summed on device so that logging a window costs one transfer, not one per step.
             window_sums = sums if window_sums is None else add(window_sums, sums)
             window_steps += 1
+            timed_steps += 1
             progress.update(1)
+            if step == start_step + 1 and step != config.train_steps:
+                # Keep compilation out of the throughput numbers.
+                jax.block_until_ready(sums)
+                logging.info("first step (compilation included) took %.1fs",
+                             time.perf_counter() - timer_start)
+                timed_steps, timer_start = 0, time.perf_counter()
             if config.on_nonfinite == "stop" and float(sums["nonfinite"]):
                 # The step left params and optimizer state untouched, so `state` is the last
                 # good one; resuming continues after the offending batch.
@@ -127,12 +139,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                 )
             if step % config.log_every == 0 or step == config.train_steps:
                 host = _host_sum(window_sums)
-                elapsed = time.perf_counter() - window_start
+                elapsed = time.perf_counter() - timer_start
                 metrics = objectives.finalize_metrics(host, nsp_weight)
                 metrics.update(
                     learning_rate=float(schedule(step - 1)),
-                    tokens_per_sec=tokens_per_step * window_steps / elapsed,
-                    steps_per_sec=window_steps / elapsed,
+                    tokens_per_sec=tokens_per_step * timed_steps / elapsed,
+                    steps_per_sec=timed_steps / elapsed,
                     grad_norm=host["grad_norm"] / window_steps,
                     nonfinite_steps=host["nonfinite"],
                 )
@@ -142,7 +154,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                                      tok_s=f"{metrics['tokens_per_sec']:.0f}")
                 logging.info("step %d/%d %s eta %.0fs", step, config.train_steps,
                              _format(metrics), eta)
-                window_sums, window_steps, window_start = None, 0, time.perf_counter()
+                window_sums, window_steps = None, 0
+                timed_steps, timer_start = 0, time.perf_counter()
             if step % config.eval_every == 0 or step == config.train_steps:
                 final_eval = evaluate(runner, state.params, eval_batches, nsp_weight)
                 writer.write(step, final_eval, prefix="eval_")
@@ -174,8 +187,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metr
 
 def main(argv: list[str]) -> None:
     del argv
-    logging.getLogger().setLevel(logging.INFO)
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    setup_logging()
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, OSError) as error:  # bad config, data or paths: the message says which
+        raise SystemExit(f"bert.pretrain: error: {error}") from None
 
 
 if __name__ == "__main__":
