@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bert.data.corpus import DataError
-from bert.data.masking import MaskingConfig, MaskVocabulary, apply_masks, choose_masks
+from bert.data.masking import (MaskingConfig, MaskVocabulary, apply_masks, choose_masks,
+                               mask_batch, row_keys)
 from tests.test_data_support import small_tokenizer
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
@@ -34,8 +35,10 @@ def synthetic_rows(rng: np.random.Generator, rows: int, seq_len: int):
 
 
 def mask_rows(ids, lengths, config, vocab, seed=0):
-    return [choose_masks(ids[r], int(lengths[r]), np.random.default_rng([seed, r]), config,
-                         vocab) for r in range(len(ids))]
+    """Per-row results of masking the whole batch at once."""
+    masks = mask_batch(ids, lengths, row_keys(seed, 0, np.arange(len(ids))), config, vocab)
+    return [type(masks)(masks.positions[r], masks.labels[r], masks.inputs[r], masks.weights[r])
+            for r in range(len(ids))]
 
 
 def test_paper_statistics_over_100k_tokens():
@@ -80,7 +83,7 @@ def test_replacement_ratios_are_configurable(ratios, expect):
 def test_cap_and_specials_on_a_concrete_row():
     ids = np.array([CLS, 10, 11, 12, SEP, 13, 14, SEP, PAD, PAD], dtype=np.int32)
     config = MaskingConfig(max_predictions_per_seq=3, mask_prob=0.9)
-    masks = choose_masks(ids, 8, np.random.default_rng(0), config, synthetic_vocab())
+    masks = choose_masks(ids, 8, 0, config, synthetic_vocab())
     assert masks.weights.tolist() == [1.0, 1.0, 1.0]  # 0.9 * 5 candidates capped at 3
     assert set(masks.positions.tolist()) <= {1, 2, 3, 5, 6}
     masked = apply_masks(ids, masks.positions, masks.inputs, masks.weights)
@@ -90,7 +93,7 @@ def test_cap_and_specials_on_a_concrete_row():
 
 def test_row_without_candidates_gets_no_predictions():
     ids = np.array([CLS, SEP, SEP, PAD], dtype=np.int32)
-    masks = choose_masks(ids, 3, np.random.default_rng(0), MaskingConfig(5), synthetic_vocab())
+    masks = choose_masks(ids, 3, 0, MaskingConfig(5), synthetic_vocab())
     assert masks.weights.sum() == 0 and masks.positions.tolist() == [0] * 5
 
 
@@ -103,8 +106,8 @@ def test_whole_word_masking_masks_complete_words_of_a_real_tokenizer():
     starts = tok.word_start_mask()
     assert (~starts[ids]).sum() > 10  # plenty of multi-piece words to cut in half
     config = MaskingConfig(max_predictions_per_seq=12, mask_prob=0.3, whole_word_mask=True)
-    for seed in range(200):
-        masks = choose_masks(ids, len(ids), np.random.default_rng(seed), config, vocab)
+    for seed in range(100):
+        masks = choose_masks(ids, len(ids), seed, config, vocab)
         chosen = set(masks.positions[masks.weights > 0].tolist())
         assert chosen
         for word in words_of(ids, starts, vocab.is_special):
@@ -122,6 +125,24 @@ def words_of(ids, starts, is_special):
         else:
             words[-1].append(position)
     return words
+
+
+def test_a_rows_masks_depend_on_its_key_only():
+    rng = np.random.default_rng(2)
+    ids, lengths = synthetic_rows(rng, rows=64, seq_len=32)
+    config = MaskingConfig(max_predictions_per_seq=6)
+    keys = row_keys(7, 3, np.arange(100, 164))
+    whole = mask_batch(ids, lengths, keys, config, synthetic_vocab())
+    for row in (0, 17, 63):  # alone, the same row gets the same masks as inside the batch
+        alone = choose_masks(ids[row], lengths[row], keys[row], config, synthetic_vocab())
+        np.testing.assert_array_equal(alone.positions, whole.positions[row])
+        np.testing.assert_array_equal(alone.inputs, whole.inputs[row])
+    reversed_batch = mask_batch(ids[::-1], lengths[::-1], keys[::-1], config, synthetic_vocab())
+    np.testing.assert_array_equal(reversed_batch.positions[::-1], whole.positions)
+    other_keys = mask_batch(ids, lengths, row_keys(8, 3, np.arange(100, 164)), config,
+                            synthetic_vocab())
+    assert np.mean(np.all(other_keys.positions == whole.positions, axis=1)) < 0.1
+    assert len(set(row_keys(0, 1, np.arange(10_000)).tolist())) == 10_000
 
 
 def test_invalid_settings_name_their_config_key():
@@ -160,7 +181,7 @@ def masking_cases(draw):
 @given(masking_cases())
 def test_masking_invariants_hold_for_random_rows_and_configs(case):
     ids, length, config, vocab, seed = case
-    masks = choose_masks(ids, length, np.random.default_rng(seed), config, vocab)
+    masks = choose_masks(ids, length, seed, config, vocab)
     count = int(masks.weights.sum())
     real = masks.weights > 0
     positions = masks.positions[real]

@@ -110,7 +110,8 @@ def test_static_masking_stores_one_mask_per_row(tmp_path):
     weights = train.masked_lm_weights
     rows, slots = np.nonzero(weights > 0)
     positions = train.masked_lm_positions[rows, slots]
-    np.testing.assert_array_equal(train.masked_lm_ids[rows, slots], train.input_ids[rows, positions])
+    np.testing.assert_array_equal(train.masked_lm_ids[rows, slots],
+                                  train.input_ids[rows, positions])
     specials = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id]
     assert not np.isin(train.input_ids[rows, positions], specials).any()
     assert abs(weights.sum() / (train.lengths - 3).sum() - 0.15) < 0.02
@@ -143,7 +144,7 @@ def test_empty_tokenizer_trains_one_and_caches_it(tmp_path, monkeypatch):
     ("dupe_factor", 0, "config.data.dupe_factor must be an integer >= 1"),
     ("short_seq_prob", -0.1, "config.data.short_seq_prob must be in"),
     ("num_workers", 1.5, "config.data.num_workers must be an integer"),
-    ("train_files", "nothing/here/*.txt", "config.data.train_files: 'nothing/here/\\*.txt' matches"),
+    ("train_files", "nothing/here/*.txt", r"config.data.train_files: 'nothing/here/\*.txt'"),
     ("eval_files", "nothing*.txt", "config.data.eval_files: 'nothing\\*.txt' matches no file"),
     ("tokenizer", "no/such/tokenizer", "config.data.tokenizer: tokenizer not found: no/such"),
 ])

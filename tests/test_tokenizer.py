@@ -56,7 +56,8 @@ def test_word_start_mask_marks_word_initial_pieces_and_specials():
 
 
 def test_training_is_deterministic(tmp_path):
-    files = [str(SOTU_EVAL / "1926_calvin_coolidge_r.txt"), str(SOTU_EVAL / "1985_ronald_reagan_r.txt")]
+    files = [str(SOTU_EVAL / name)
+             for name in ("1926_calvin_coolidge_r.txt", "1985_ronald_reagan_r.txt")]
     first = train_sentencepiece(files, 600, str(tmp_path / "a" / "sp"))
     second = train_sentencepiece(files, 600, str(tmp_path / "b" / "sp"))
     assert first.fingerprint == second.fingerprint

@@ -4,14 +4,15 @@ The training loop resumes by asking for `start_step`; nothing about the data ord
 in checkpoints. That works because the pipeline is random access end to end:
 
     examples [N] ─shuffle(seed, epoch)─▶ repeat forever ─▶ example stream [∞]
-        ─mask(seed, stream position)─▶ batch(B per host) ─▶ host h takes every H-th batch
+        ─▶ batch(B per host) ─▶ host h takes every H-th batch ─▶ read rows, mask(seed, position)
 
 Global batch s is stream positions [s·G, (s+1)·G) with G = B·H, and host h's part of it is
 [s·G + h·B, s·G + (h+1)·B): hosts read disjoint slices, their union is the global batch, and
 the global batch does not depend on how many hosts there are. Each epoch is a different
 permutation (grain's index shuffle, seeded by the epoch); batches run across epoch boundaries.
-Dynamic masks are drawn from `default_rng([seed, stream, position])`, so an example gets a
-fresh mask every time it is seen, and the same mask whenever a step is recomputed.
+Dynamic masks are keyed by (seed, stream position) (see `masking.row_keys`), so an example
+gets a fresh mask every time it is seen, and the same mask whenever a step is recomputed,
+whatever the batch size or host count.
 
 Batch contract (T = max_seq_len, P = max_predictions_per_seq, B = rows per host):
 
@@ -36,7 +37,8 @@ import grain
 import numpy as np
 
 from bert.data.corpus import DataError
-from bert.data.masking import MaskingConfig, MaskVocabulary, apply_masks, choose_masks
+from bert.data.masking import (MaskedPositions, MaskingConfig, MaskVocabulary, apply_masks,
+                                mask_batch, row_keys)
 from bert.data.records import PreparedData, SplitArrays
 
 # Random streams, keyed by (seed, purpose, ...); records.STATIC_MASK_STREAM is 1.
@@ -59,8 +61,8 @@ def per_host_batch_size(global_batch_size: int, process_count: int) -> int:
     return global_batch_size // process_count
 
 
-class _ExampleReader:
-    """Turns (stream position, example index) into one masked example dict.
+class _BatchReader:
+    """Gathers rows from the stored split and masks them, a whole batch at a time.
 
     Holds paths, not arrays: grain pickles it into worker processes, where the .npy files are
     memory-mapped again on first use instead of being copied through a pipe.
@@ -85,33 +87,46 @@ class _ExampleReader:
             self._split = SplitArrays.load(self._directory)
         return self._split
 
-    def __call__(self, position: int, index: int) -> dict[str, np.ndarray]:
+    def __call__(self, tagged: np.ndarray) -> dict[str, np.ndarray]:
+        """`tagged` [B, 2]: (stream position, example index) of each row, as grain batches it."""
+        return self.read(tagged[:, 0], tagged[:, 1])
+
+    def read(self, positions: np.ndarray, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The batch of rows `indices` [B]; dynamic masks are keyed by `positions` [B]."""
         split = self.split
-        index = int(index)
-        length = int(split.lengths[index])
-        input_ids = np.asarray(split.input_ids[index], dtype=np.int32)  # [T]
+        input_ids = np.asarray(split.input_ids[indices], dtype=np.int32)  # [B, T]
+        lengths = np.asarray(split.lengths[indices])  # [B]
         if self._masking == "static":
-            positions = np.asarray(split.masked_lm_positions[index])  # [P]
-            labels = np.asarray(split.masked_lm_ids[index])
-            inputs = np.asarray(split.masked_lm_inputs[index])
-            weights = np.asarray(split.masked_lm_weights[index])
+            masks = MaskedPositions(
+                positions=np.asarray(split.masked_lm_positions[indices]),  # [B, P]
+                labels=np.asarray(split.masked_lm_ids[indices]),
+                inputs=np.asarray(split.masked_lm_inputs[indices]),
+                weights=np.asarray(split.masked_lm_weights[indices]))
         else:
-            rng = np.random.default_rng([self._seed, self._mask_stream, int(position)])
-            masks = choose_masks(input_ids, length, rng, self._mask, self._vocab)
-            positions, labels, inputs, weights = (masks.positions, masks.labels, masks.inputs,
-                                                  masks.weights)
-        input_mask = np.zeros_like(input_ids)
-        input_mask[:length] = 1
+            keys = row_keys(self._seed, self._mask_stream, positions)  # [B]
+            masks = mask_batch(input_ids, lengths, keys, self._mask, self._vocab)
+        seq_len = input_ids.shape[1]
         return {
-            "input_ids": apply_masks(input_ids, positions, inputs, weights),
-            "input_mask": input_mask,
-            "segment_ids": np.asarray(split.segment_ids[index], dtype=np.int32),
-            "masked_lm_positions": positions.astype(np.int32),
-            "masked_lm_ids": labels.astype(np.int32),
-            "masked_lm_weights": weights.astype(np.float32),
-            "next_sentence_labels": np.int32(split.next_sentence_labels[index]),
-            "next_sentence_weights": np.float32(1.0),
+            "input_ids": apply_masks(input_ids, masks.positions, masks.inputs, masks.weights),
+            "input_mask": (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int32),
+            "segment_ids": np.asarray(split.segment_ids[indices], dtype=np.int32),
+            "masked_lm_positions": masks.positions.astype(np.int32),
+            "masked_lm_ids": masks.labels.astype(np.int32),
+            "masked_lm_weights": masks.weights.astype(np.float32),
+            "next_sentence_labels": np.asarray(split.next_sentence_labels[indices], np.int32),
+            "next_sentence_weights": np.ones((len(indices),), np.float32),
         }
+
+
+def _tag_with_position(position: int, index: int) -> np.ndarray:
+    return np.array([position, index], dtype=np.int64)
+
+
+def _check_host(batch_size_per_host: int, process_index: int, process_count: int) -> None:
+    if not 0 <= process_index < process_count:
+        raise DataError(f"process_index={process_index} is outside [0, {process_count})")
+    if batch_size_per_host < 1:
+        raise DataError(f"batch_size_per_host must be >= 1, got {batch_size_per_host}")
 
 
 def _shuffle_seed(seed: int) -> int:
@@ -123,10 +138,7 @@ def _shuffle_seed(seed: int) -> int:
 def train_dataset(prepared: PreparedData, *, batch_size_per_host: int, seed: int,
                   process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
     """Random-access view: `dataset[s]` is this host's batch for step s (s = 0, 1, ...)."""
-    if not 0 <= process_index < process_count:
-        raise DataError(f"process_index={process_index} is outside [0, {process_count})")
-    if batch_size_per_host < 1:
-        raise DataError(f"batch_size_per_host must be >= 1, got {batch_size_per_host}")
+    _check_host(batch_size_per_host, process_index, process_count)
     split = prepared.train
     if prepared.masking == "static" and not split.has_static_masks:
         raise DataError(f"{split.directory} holds no static masks; config.data.masking is "
@@ -135,14 +147,14 @@ def train_dataset(prepared: PreparedData, *, batch_size_per_host: int, seed: int
         raise DataError(f"the train split has {len(split)} examples, fewer than one global "
                         f"batch of {batch_size_per_host * process_count} (config.batch_size); "
                         "add text to config.data.train_files or raise config.data.dupe_factor")
-    reader = _ExampleReader(split, masking=prepared.masking, mask=prepared.mask,
-                            vocab=prepared.vocab, seed=seed, mask_stream=DYNAMIC_MASK_STREAM)
+    reader = _BatchReader(split, masking=prepared.masking, mask=prepared.mask,
+                          vocab=prepared.vocab, seed=seed, mask_stream=DYNAMIC_MASK_STREAM)
     stream = (grain.MapDataset.range(len(split))  # example indices [N]
               .shuffle(seed=_shuffle_seed(seed))
               .repeat(None)  # [∞]: position p is epoch p // N, reshuffled per epoch
-              .map_with_index(reader))
-    batches = stream.batch(batch_size_per_host, drop_remainder=True)  # [∞] of [B, ...]
-    return batches.slice(slice(process_index, None, process_count))
+              .map_with_index(_tag_with_position))  # [∞] of (position, example index)
+    batches = stream.batch(batch_size_per_host, drop_remainder=True)  # [∞] of [B, 2]
+    return batches.slice(slice(process_index, None, process_count)).map(reader)
 
 
 def train_batches(
@@ -212,31 +224,25 @@ def eval_batches(
     split = prepared.eval
     if split is None:
         raise DataError("no eval split: config.data.eval_files is empty")
-    if not 0 <= process_index < process_count:
-        raise DataError(f"process_index={process_index} is outside [0, {process_count})")
-    reader = _ExampleReader(split, masking="dynamic", mask=prepared.mask, vocab=prepared.vocab,
-                            seed=seed, mask_stream=EVAL_MASK_STREAM)
+    _check_host(batch_size_per_host, process_index, process_count)
+    reader = _BatchReader(split, masking="dynamic", mask=prepared.mask, vocab=prepared.vocab,
+                          seed=seed, mask_stream=EVAL_MASK_STREAM)
     global_batch = batch_size_per_host * process_count
-    padding = _padding_example(prepared)
     batches = []
     for batch_index in range(math.ceil(len(split) / global_batch)):
         first = batch_index * global_batch + process_index * batch_size_per_host
-        rows = [reader(row, row) if row < len(split) else padding
-                for row in range(first, first + batch_size_per_host)]
-        batches.append({key: np.stack([row[key] for row in rows]) for key in BATCH_KEYS})
+        rows = np.arange(first, min(first + batch_size_per_host, len(split)))
+        batch = reader.read(rows, rows)  # eval masks are keyed by row number
+        batches.append(_pad_rows(batch, batch_size_per_host, pad_id=prepared.pad_id))
     return batches
 
 
-def _padding_example(prepared: PreparedData) -> dict[str, np.ndarray]:
-    """An all-padding row with zero weights: contributes nothing to any weighted metric."""
-    seq, predictions = prepared.max_seq_len, prepared.max_predictions_per_seq
-    return {
-        "input_ids": np.full((seq,), prepared.pad_id, np.int32),
-        "input_mask": np.zeros((seq,), np.int32),
-        "segment_ids": np.zeros((seq,), np.int32),
-        "masked_lm_positions": np.zeros((predictions,), np.int32),
-        "masked_lm_ids": np.zeros((predictions,), np.int32),
-        "masked_lm_weights": np.zeros((predictions,), np.float32),
-        "next_sentence_labels": np.int32(0),
-        "next_sentence_weights": np.float32(0.0),
-    }
+def _pad_rows(batch: dict[str, np.ndarray], rows: int, *, pad_id: int) -> dict[str, np.ndarray]:
+    """Appends all-padding rows with zero weights: they add nothing to any weighted metric."""
+    missing = rows - len(batch["next_sentence_weights"])
+    padded = {}
+    for key, value in batch.items():
+        fill = pad_id if key == "input_ids" else 0
+        padding = np.full((missing, *value.shape[1:]), fill, dtype=value.dtype)
+        padded[key] = np.concatenate([value, padding])
+    return padded

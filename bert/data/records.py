@@ -42,11 +42,11 @@ import numpy as np
 
 from bert.data.corpus import DataError, check_doc_separator, expand_files, read_documents
 from bert.data.instances import IS_NEXT, Instances, create_instances
-from bert.data.masking import MaskingConfig, MaskVocabulary, choose_masks
+from bert.data.masking import MaskingConfig, MaskVocabulary, mask_batch, row_keys
 from bert.tokenizer import (SENTENCEPIECE_FILE, Tokenizer, TokenizerError, load_tokenizer,
                             train_sentencepiece)
 
-FORMAT_VERSION = 1  # bump when the stored layout or the instance recipe changes
+FORMAT_VERSION = 2  # bump when the stored layout, the instance recipe or static masks change
 MASKING_MODES = ("dynamic", "static")
 _BASE_ARRAYS = ("input_ids", "segment_ids", "lengths", "next_sentence_labels")
 _MASK_ARRAYS = ("masked_lm_positions", "masked_lm_ids", "masked_lm_inputs", "masked_lm_weights")
@@ -253,22 +253,18 @@ def _tokenize(documents: list[list[str]], tokenizer: Tokenizer) -> list[list[lis
     return [tokenizer.encode_batch(document) for document in documents]
 
 
-def static_masks(instances: Instances | SplitArrays, mask: MaskingConfig, vocab: MaskVocabulary,
-                 *, seed: int, stream: int) -> dict[str, np.ndarray]:
-    """Masks every row once; row i draws from `default_rng([seed, stream, i])`."""
-    n, size = len(instances.lengths), mask.max_predictions_per_seq
-    out = {"masked_lm_positions": np.zeros((n, size), np.int32),
-           "masked_lm_ids": np.zeros((n, size), np.int32),
-           "masked_lm_inputs": np.zeros((n, size), np.int32),
-           "masked_lm_weights": np.zeros((n, size), np.float32)}
-    for row in range(n):
-        masks = choose_masks(instances.input_ids[row], int(instances.lengths[row]),
-                             np.random.default_rng([seed, stream, row]), mask, vocab)
-        out["masked_lm_positions"][row] = masks.positions
-        out["masked_lm_ids"][row] = masks.labels
-        out["masked_lm_inputs"][row] = masks.inputs
-        out["masked_lm_weights"][row] = masks.weights
-    return out
+def static_masks(instances: Instances, mask: MaskingConfig, vocab: MaskVocabulary, *,
+                 seed: int, stream: int, chunk_rows: int = 4096) -> dict[str, np.ndarray]:
+    """Masks every row once; row i's masks are keyed by (seed, stream, i)."""
+    chunks = []
+    for first in range(0, len(instances), chunk_rows):
+        rows = np.arange(first, min(first + chunk_rows, len(instances)))
+        chunks.append(mask_batch(instances.input_ids[rows], instances.lengths[rows],
+                                 row_keys(seed, stream, rows), mask, vocab))
+    return {"masked_lm_positions": np.concatenate([c.positions for c in chunks]),
+            "masked_lm_ids": np.concatenate([c.labels for c in chunks]),
+            "masked_lm_inputs": np.concatenate([c.inputs for c in chunks]),
+            "masked_lm_weights": np.concatenate([c.weights for c in chunks])}
 
 
 def _split_summary(corpus_summary: dict[str, Any], instances: Instances,
