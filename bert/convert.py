@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -384,6 +385,12 @@ def _check_tied(canonical: dict[str, np.ndarray], source: str, report: ImportRep
         report.ignored.append(f"{_DECODER_BIAS} (the same tensor as cls.predictions.bias)")
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _fresh_params(config: BertConfig, rng: jax.Array) -> Params:
+    """Randomly initialised params; jit compiles the init once instead of op by op."""
+    return init_params(BertForPreTraining(config), rng)
+
+
 def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.Array,
                    *, source: str = "<tensors>") -> tuple[Params, ImportReport]:
     """BertForPreTraining params from Hugging Face tensors; absent heads freshly initialised.
@@ -433,7 +440,7 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.
                             (("qkv", "kernel"), ("qkv", "bias"), ("out", "kernel"))]
 
     if absent_groups:
-        fresh = init_params(BertForPreTraining(config), rng)
+        fresh = _fresh_params(config, rng)
         for group in absent_groups:
             prefix = _OPTIONAL_GROUPS[group][1]
             subtree = jax.tree.map(np.asarray, _get(fresh, prefix))

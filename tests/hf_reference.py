@@ -6,11 +6,15 @@ mapped to the wrong place.
 """
 from __future__ import annotations
 
+import functools
 import os
 
+import jax
 import numpy as np
 import torch
 import transformers
+
+from bert.model import BertConfig, BertForPreTraining, BertModel
 
 # A small WordPiece vocabulary: specials, whole words, "##" continuations, punctuation, accented
 # words and single CJK characters. The cased one adds capitalised and accented pieces.
@@ -82,7 +86,7 @@ def random_batch(vocab_size: int, batch_size: int = 3, seq_len: int = 12,
                  num_predictions: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Ids with padding in every row but the first, two segments, and masked positions."""
     rng = np.random.default_rng(seed)
-    lengths = np.array([seq_len] + list(rng.integers(5, seq_len, batch_size - 1)))
+    lengths = np.array([seq_len] + list(rng.integers(num_predictions + 2, seq_len, batch_size - 1)))
     mask = (np.arange(seq_len)[None] < lengths[:, None]).astype(np.int32)
     segment_ids = ((np.arange(seq_len)[None] >= (lengths // 2)[:, None]) * mask).astype(np.int32)
     input_ids = (rng.integers(5, vocab_size, (batch_size, seq_len)) * mask).astype(np.int32)
@@ -114,21 +118,16 @@ def torch_outputs(model: torch.nn.Module, batch: dict[str, np.ndarray]) -> dict[
     return result
 
 
-def jax_outputs(params: dict, config, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+@functools.partial(jax.jit, static_argnums=0)
+def _jax_forward(config: BertConfig, params: dict, batch: dict) -> dict:
+    inputs = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])
+    encoded = BertModel(config).apply({"params": params["bert"]}, *inputs, output_hidden_states=True)
+    mlm_logits, nsp_logits = BertForPreTraining(config).apply(
+        {"params": params}, *inputs, batch["masked_lm_positions"])
+    return {"hidden_states": jax.numpy.stack(encoded.hidden_states),
+            "pooled_output": encoded.pooled_output, "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
+
+
+def jax_outputs(params: dict, config: BertConfig, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same quantities as `torch_outputs`, from this project's BertForPreTraining params."""
-    import jax
-
-    from bert.model import BertForPreTraining, BertModel
-
-    @jax.jit
-    def forward(params, batch):
-        inputs = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])
-        encoded = BertModel(config).apply({"params": params["bert"]}, *inputs,
-                                          output_hidden_states=True)
-        mlm_logits, nsp_logits = BertForPreTraining(config).apply(
-            {"params": params}, *inputs, batch["masked_lm_positions"])
-        return {"hidden_states": jax.numpy.stack(encoded.hidden_states),
-                "pooled_output": encoded.pooled_output,
-                "mlm_logits": mlm_logits, "nsp_logits": nsp_logits}
-
-    return {k: np.asarray(v) for k, v in forward(params, batch).items()}
+    return {k: np.asarray(v) for k, v in _jax_forward(config, params, batch).items()}
