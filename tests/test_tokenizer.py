@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -99,38 +98,19 @@ def _write_vocab(directory: Path, tokens: list[str]) -> None:
 
 
 WORDPIECE_VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "state",
-                   "of", "union", "is", "strong", "un", "##believ", "##able", ".", ","]
+                   "of", "union", "is", "strong", "un", "##believ", "##able", "."]
 
 
-def test_wordpiece_vocab_serves_the_same_interface(tmp_path):
+def test_load_tokenizer_dispatches_vocab_txt_to_wordpiece_behind_the_same_interface(tmp_path):
+    # WordPiece itself is tested in test_wordpiece.py; here: the dispatch and the protocol.
     _write_vocab(tmp_path / "wp", WORDPIECE_VOCAB)
-    tok = load_tokenizer(tmp_path / "wp")
-    assert isinstance(tok, WordPieceTokenizer) and isinstance(tok, Tokenizer)
-    assert special_ids(tok) == (0, 2, 3, 4, 5)
-    assert tok.vocab_size == len(WORDPIECE_VOCAB)
-    ids = tok.encode("The state of the Union is unbelievable.")  # uncased vocab: lower-cased
-    assert [tok.id_to_token(i) for i in ids] == [
-        "the", "state", "of", "the", "union", "is", "un", "##believ", "##able", "."]
-    assert tok.decode(ids) == "the state of the union is unbelievable."
-    starts = tok.word_start_mask()
-    assert not starts[13] and not starts[14] and starts[12] and starts[:6].all()
-
-
-def test_wordpiece_casing_comes_from_config_or_vocab(tmp_path):
-    _write_vocab(tmp_path / "cased", WORDPIECE_VOCAB + ["Union"])
-    assert load_tokenizer(tmp_path / "cased").encode("Union") == [len(WORDPIECE_VOCAB)]
-    _write_vocab(tmp_path / "configured", WORDPIECE_VOCAB + ["Union"])
-    (tmp_path / "configured" / "tokenizer_config.json").write_text('{"do_lower_case": true}')
-    assert load_tokenizer(tmp_path / "configured").encode("Union") == [9]
-
-
-def test_wordpiece_save_round_trips_and_missing_specials_are_named(tmp_path):
-    _write_vocab(tmp_path / "wp", WORDPIECE_VOCAB)
-    tok = load_tokenizer(tmp_path / "wp")
-    tok.save(tmp_path / "out")
-    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text()) == {
-        "do_lower_case": True}
-    assert load_tokenizer(tmp_path / "out").fingerprint == tok.fingerprint
+    for source in (tmp_path / "wp", tmp_path / "wp" / "vocab.txt"):
+        tok = load_tokenizer(source)
+        assert isinstance(tok, WordPieceTokenizer) and isinstance(tok, Tokenizer)
+        assert special_ids(tok) == (0, 2, 3, 4, 5)
+        ids = tok.encode("The state of the union is unbelievable.")
+        assert [tok.id_to_token(i) for i in ids][-4:] == ["un", "##believ", "##able", "."]
+        assert tok.word_start_mask()[ids].tolist() == [True] * 6 + [True, False, False, True]
     _write_vocab(tmp_path / "nomask", [t for t in WORDPIECE_VOCAB if t != "[MASK]"])
-    with pytest.raises(TokenizerError, match=r"nomask/vocab.txt.*\[MASK\]"):
+    with pytest.raises(TokenizerError, match=r"\[MASK\]"):
         load_tokenizer(tmp_path / "nomask")

@@ -10,8 +10,9 @@ Randomness is counter-based: every draw is a hash of (row key, purpose, position
 key is a hash of (seed, stream, row number). So a row's masks depend on nothing but its key,
 whichever batch it lands in, and a batch of 256 rows is masked with a handful of vectorized
 numpy calls instead of 256 Python-level generator set-ups: 31k instead of 3.5k rows/s of
-length 128 on one CPU core, which matters because the input pipeline masks every step. "Choose k of C candidates uniformly" is done as "the k
-candidates with the smallest uniform scores", which is the same distribution.
+length 128 on one CPU core, which matters because the input pipeline masks every step.
+"Choose k of C candidates uniformly" is done as "the k candidates with the smallest uniform
+scores", which is the same distribution.
 
 The result is a `MaskedPositions`: what the model must predict where, padded to
 max_predictions_per_seq with weight 0. `apply_masks` writes it into the input ids.

@@ -4,7 +4,8 @@ The training loop resumes by asking for `start_step`; nothing about the data ord
 in checkpoints. That works because the pipeline is random access end to end:
 
     examples [N] ─shuffle(seed, epoch)─▶ repeat forever ─▶ example stream [∞]
-        ─▶ batch(B per host) ─▶ host h takes every H-th batch ─▶ read rows, mask(seed, position)
+        ─▶ batch(B per host) ─▶ host h takes every H-th batch
+        ─▶ read the rows, mask them keyed by (seed, stream position)
 
 Global batch s is stream positions [s·G, (s+1)·G) with G = B·H, and host h's part of it is
 [s·G + h·B, s·G + (h+1)·B): hosts read disjoint slices, their union is the global batch, and
