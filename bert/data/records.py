@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from bert.data.corpus import DataError, check_doc_separator, expand_files, read_documents
+from bert.data.corpus import (DataError, check_doc_separator, expand_files, parse_file_patterns,
+                              read_documents)
 from bert.data.instances import IS_NEXT, Instances, create_instances
 from bert.data.masking import MaskingConfig, MaskVocabulary, mask_batch, row_keys
 from bert.tokenizer import (SENTENCEPIECE_FILE, Tokenizer, TokenizerError, load_tokenizer,
@@ -99,8 +100,10 @@ class DataSettings:
             random_token_ratio=number("random_token_ratio", 0.1),
             keep_token_ratio=number("keep_token_ratio", 0.1),
             whole_word_mask=bool(get("whole_word_mask", False)))
-        return cls(train_files=_as_patterns(train_files),
-                   eval_files=_as_patterns(get("eval_files", ())),
+        return cls(train_files=tuple(parse_file_patterns(train_files,
+                                                         key="config.data.train_files")),
+                   eval_files=tuple(parse_file_patterns(get("eval_files", ()) or (),
+                                                        key="config.data.eval_files")),
                    tokenizer=str(get("tokenizer", "") or ""),
                    doc_separator=doc_separator, masking=masking, mask=mask,
                    dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
@@ -128,12 +131,6 @@ def _as_float(value: Any, key: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise DataError(f"{key} must be a number, got {value!r}") from None
-
-
-def _as_patterns(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(p.strip() for p in value.split(",") if p.strip())
-    return tuple(str(p) for p in value)
 
 
 @dataclasses.dataclass(frozen=True)
