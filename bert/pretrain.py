@@ -67,7 +67,7 @@ def _restore_or_init(runner: Runner, manager: checkpoint.CheckpointManager,
 def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     """Pretrain as `config` says, writing checkpoints and metrics into `workdir`.
 
-    Returns the final evaluation metrics.
+    Returns the final evaluation metrics (empty without config.data.eval_files).
     """
     validate(config)
     os.makedirs(workdir, exist_ok=True)
@@ -92,8 +92,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     init_rng, dropout_rng = jax.random.split(seed_key)
     state, start_step = _restore_or_init(runner, manager, init_rng)
 
-    eval_batches = data.eval_batches(prepared, batch_size_per_host=per_host_batch,
-                                     seed=config.seed, **hosts)
+    eval_batches = []
+    if prepared.eval is not None:  # no config.data.eval_files: train without evaluation
+        eval_batches = data.eval_batches(prepared, batch_size_per_host=per_host_batch,
+                                         seed=config.seed, **hosts)
     if config.eval_batches:
         eval_batches = eval_batches[: config.eval_batches]
     train_batches = data.train_batches(prepared, batch_size_per_host=per_host_batch,
@@ -104,7 +106,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     tokens_per_step = config.batch_size * config.max_seq_len
     nsp_weight = config.data.nsp_weight
 
-    if start_step == 0:
+    if start_step == 0 and eval_batches:
         initial = evaluate(runner, state.params, eval_batches, nsp_weight)
         writer.write(0, initial, prefix="eval_")
         logging.info("eval at step 0: %s", _format(initial))
@@ -156,7 +158,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                              _format(metrics), eta)
                 window_sums, window_steps = None, 0
                 timed_steps, timer_start = 0, time.perf_counter()
-            if step % config.eval_every == 0 or step == config.train_steps:
+            if eval_batches and (step % config.eval_every == 0 or step == config.train_steps):
                 final_eval = evaluate(runner, state.params, eval_batches, nsp_weight)
                 writer.write(step, final_eval, prefix="eval_")
                 logging.info("eval at step %d: %s", step, _format(final_eval))
@@ -167,7 +169,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         manager.wait()
         manager.close()
         writer.close()
-    if not final_eval:
+    if not final_eval and eval_batches:
         final_eval = evaluate(runner, state.params, eval_batches, nsp_weight)
     return final_eval
 
