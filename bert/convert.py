@@ -35,7 +35,9 @@ import tempfile
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from bert import checkpoint
@@ -140,6 +142,27 @@ def read_hf_config(hf_dir: str) -> BertConfig:
 # Reading and writing tensors
 
 
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+    """`safetensors.numpy.load_file`, plus bfloat16 tensors, which numpy itself cannot name."""
+    try:
+        return load_file(path)
+    except TypeError:  # "data type 'bfloat16' not understood"
+        pass
+    with open(path, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_size))
+        data = f.read()
+    tensors = {}
+    with safe_open(path, framework="np") as f:
+        for name in f.keys():
+            if header[name]["dtype"] == "BF16":
+                begin, end = header[name]["data_offsets"]
+                tensors[name] = np.frombuffer(data[begin:end], jnp.bfloat16).reshape(header[name]["shape"])
+            else:
+                tensors[name] = f.get_tensor(name)
+    return tensors
+
+
 def _load_torch_file(path: str) -> dict[str, np.ndarray]:
     """The one place torch is imported: pickled state dicts cannot be read without it."""
     try:
@@ -150,6 +173,7 @@ def _load_torch_file(path: str) -> dict[str, np.ndarray]:
             f"folder to {SAFETENSORS_FILE} (readable without torch)"
         ) from e
     state = torch.load(path, map_location="cpu", weights_only=True)
+    # numpy has no bfloat16: widen it (exactly) in torch.
     return {name: tensor.detach().float().numpy() if tensor.dtype == torch.bfloat16
             else tensor.detach().numpy() for name, tensor in state.items()}
 
@@ -167,9 +191,9 @@ def _load_sharded(hf_dir: str, index_file: str,
 def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
     """Every tensor of a Hugging Face folder by name; safetensors preferred, read without torch."""
     if os.path.exists(os.path.join(hf_dir, SAFETENSORS_FILE)):
-        return load_file(os.path.join(hf_dir, SAFETENSORS_FILE))
+        return _load_safetensors(os.path.join(hf_dir, SAFETENSORS_FILE))
     if os.path.exists(os.path.join(hf_dir, SAFETENSORS_INDEX_FILE)):
-        return _load_sharded(hf_dir, SAFETENSORS_INDEX_FILE, load_file)
+        return _load_sharded(hf_dir, SAFETENSORS_INDEX_FILE, _load_safetensors)
     if os.path.exists(os.path.join(hf_dir, TORCH_FILE)):
         return _load_torch_file(os.path.join(hf_dir, TORCH_FILE))
     if os.path.exists(os.path.join(hf_dir, TORCH_INDEX_FILE)):
@@ -367,8 +391,9 @@ def _canonical_tensors(tensors: dict[str, np.ndarray], config: BertConfig, sourc
 def _check_tied(canonical: dict[str, np.ndarray], source: str, report: ImportReport) -> None:
     """A stored decoder must be the tie this model assumes; otherwise the import would lie."""
     decoder = canonical.pop(_DECODER_WEIGHT, None)
-    if decoder is not None:
-        if not np.array_equal(decoder, canonical.get("embeddings.word_embeddings.weight")):
+    embeddings = canonical.get("embeddings.word_embeddings.weight")
+    if decoder is not None and embeddings is not None:  # absent embeddings: reported as missing
+        if not np.array_equal(decoder, embeddings):
             raise ConversionError(
                 f"{source}: {_DECODER_WEIGHT} differs from embeddings.word_embeddings.weight; "
                 f"this model ties the MLM decoder to the word embeddings, so an untied decoder "

@@ -316,3 +316,20 @@ def test_sharded_safetensors_are_read(workspace, tensors):
         weight_map.update({n: shard for n in part})
     (shard_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     assert_same_bits(convert.read_hf_tensors(str(shard_dir)), tensors)
+
+
+def test_bfloat16_safetensors_widen_exactly_without_torch(workspace, pretraining):
+    model = pretraining[0]
+    state = {name: t.to(torch.bfloat16) for name, t in model.state_dict().items()
+             if not name.startswith("cls.predictions.decoder")}
+    from safetensors.torch import save_file as save_torch_file  # only to write the fixture
+
+    hf_dir = workspace / "bf16"
+    hf_dir.mkdir()
+    save_torch_file(state, str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
+    tensors = convert.read_hf_tensors(str(hf_dir))
+    assert tensors["bert.pooler.dense.bias"].dtype.name == "bfloat16"
+    params, report = _import(tensors)
+    assert "converted bfloat16 tensors to float32" in report.summary()
+    np.testing.assert_array_equal(params["nsp"]["kernel"],
+                                  state["cls.seq_relationship.weight"].float().numpy().T)
