@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -39,36 +40,34 @@ def _head(config: BertConfig, features: int, name: str) -> nn.Dense:
     )
 
 
-class BertForSequenceClassification(nn.Module):
+class _Classifier(nn.Module):
+    """One dense layer over the pooled [CLS] vector or over every token, after dropout."""
+
+    config: BertConfig
+    num_labels: int
+    per_token: ClassVar[bool]
+
+    @nn.compact
+    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
+                 deterministic: bool = True) -> Array:
+        encoded = BertModel(self.config, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic=deterministic
+        )
+        features = encoded.sequence_output if self.per_token else encoded.pooled_output
+        features = nn.Dropout(self.config.dropout_rate)(features, deterministic=deterministic)
+        return _head(self.config, self.num_labels, "classifier")(features.astype(jnp.float32))
+
+
+class BertForSequenceClassification(_Classifier):
     """Logits (B, num_labels) from the pooled [CLS] vector; num_labels=1 is regression."""
 
-    config: BertConfig
-    num_labels: int
-
-    @nn.compact
-    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
-                 deterministic: bool = True) -> Array:
-        encoded = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic=deterministic
-        )
-        pooled = nn.Dropout(self.config.dropout_rate)(encoded.pooled_output, deterministic=deterministic)
-        return _head(self.config, self.num_labels, "classifier")(pooled.astype(jnp.float32))  # (B, C)
+    per_token = False
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(_Classifier):
     """Logits (B, T, num_labels) for every token, e.g. BIO tags for named entities."""
 
-    config: BertConfig
-    num_labels: int
-
-    @nn.compact
-    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
-                 deterministic: bool = True) -> Array:
-        encoded = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic=deterministic
-        )
-        tokens = nn.Dropout(self.config.dropout_rate)(encoded.sequence_output, deterministic=deterministic)
-        return _head(self.config, self.num_labels, "classifier")(tokens.astype(jnp.float32))  # (B, T, C)
+    per_token = True
 
 
 class BertForQuestionAnswering(nn.Module):
