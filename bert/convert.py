@@ -18,6 +18,11 @@ the `bert.` prefix, BertForPreTraining / BertForMaskedLM heads (`cls.predictions
 folder lacks are freshly initialised and reported; unknown or mis-shaped tensors stop the import
 with the full list, since guessing would silently produce a different model.
 
+The tokenizer travels too: an HF folder's WordPiece `vocab.txt` + `tokenizer_config.json` become
+the model folder's tokenizer, and `to-hf` writes them back (or, for a SentencePiece model
+pretrained here, `sentencepiece.model` with a README saying transformers cannot read it, which
+`from-hf` accepts again).
+
 Only `model.safetensors` is read without torch. A `pytorch_model.bin` needs torch, imported inside
 the one function that reads it.
 """
@@ -43,7 +48,6 @@ from safetensors.numpy import load_file, save_file
 from bert import checkpoint
 from bert.model import BertConfig, BertForPreTraining, init_params
 from bert.tokenizer import SentencePieceTokenizer, load_tokenizer
-from bert.wordpiece import WordPieceTokenizer
 
 HF_CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -521,12 +525,16 @@ def _publish(tmp: str, output: str) -> None:
 
 
 def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
-    """from-hf: a Hugging Face BERT folder → a model folder (config, WordPiece tokenizer, params)."""
+    """from-hf: a Hugging Face BERT folder → a model folder (config, tokenizer, params).
+
+    The tokenizer is the folder's WordPiece vocab.txt, or the sentencepiece.model that `to-hf`
+    wrote for a model pretrained here, so exported models come back whole.
+    """
     config = read_hf_config(hf_dir)
-    tokenizer = WordPieceTokenizer.from_directory(hf_dir)
+    tokenizer = load_tokenizer(hf_dir)
     if tokenizer.vocab_size > config.vocab_size:
         raise ConversionError(
-            f"{os.path.join(hf_dir, 'vocab.txt')} has {tokenizer.vocab_size} tokens but "
+            f"the tokenizer in {hf_dir} has {tokenizer.vocab_size} tokens but "
             f"{os.path.join(hf_dir, HF_CONFIG_FILE)} says vocab_size={config.vocab_size}"
         )
     params, report = params_from_hf(read_hf_tensors(hf_dir), config, jax.random.key(seed),

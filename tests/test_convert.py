@@ -193,11 +193,12 @@ def test_pretraining_workdir_exports_to_hf_and_back_unchanged(workspace, sentenc
         str(workspace / "workdir-hf"), output_loading_info=True)
     assert info["missing_keys"] == set() and info["unexpected_keys"] == set()
 
-    # The HF folder has no vocab.txt; pair it with a WordPiece vocab only to re-import the weights.
-    hf_reference.write_vocab(str(workspace / "workdir-hf"), cased=False)
     convert.import_hf(str(workspace / "workdir-hf"), str(workspace / "workdir-back"))
     assert_same_bits(_leaves(checkpoint.load_params(str(workspace / "workdir-back"))),
                      _leaves(state.params))  # the latest step, not the first
+    assert checkpoint.read_model_config(str(workspace / "workdir-back")) == config
+    back = load_tokenizer(str(workspace / "workdir-back" / checkpoint.TOKENIZER_DIR))
+    assert isinstance(back, SentencePieceTokenizer) and back.fingerprint == sentencepiece.fingerprint
     batch = hf_reference.random_batch(config.vocab_size, seed=5)
     _assert_close(hf_reference.jax_outputs(state.params, config, batch),
                   hf_reference.torch_outputs(hf_model, batch),
@@ -216,7 +217,6 @@ def test_project_model_folder_exports_and_reimports_bit_exactly(workspace, sente
     hf_config = json.loads((workspace / "project-hf" / "config.json").read_text())
     assert (hf_config["num_hidden_layers"], hf_config["type_vocab_size"], hf_config["pad_token_id"]) == (
         3, 3, sentencepiece.pad_id)
-    hf_reference.write_vocab(str(workspace / "project-hf"), cased=False)
     convert.import_hf(str(workspace / "project-hf"), str(workspace / "project-back"))
     assert_same_bits(_leaves(checkpoint.load_params(str(workspace / "project-back"))), _leaves(params))
 
