@@ -414,10 +414,11 @@ def _check_tied(canonical: dict[str, np.ndarray], source: str, report: ImportRep
         report.ignored.append(f"{_DECODER_BIAS} (the same tensor as cls.predictions.bias)")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _fresh_params(config: BertConfig, rng: jax.Array) -> Params:
-    """Randomly initialised params; jit compiles the init once instead of op by op."""
-    return init_params(BertForPreTraining(config), rng)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _fresh_subtrees(config: BertConfig, prefixes: tuple[Path, ...], rng: jax.Array) -> list[Params]:
+    """Fresh values of just these subtrees: XLA drops the other initialisers entirely."""
+    fresh = init_params(BertForPreTraining(config), rng)
+    return [_get(fresh, prefix) for prefix in prefixes]
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.Array,
@@ -468,11 +469,10 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.
         report.restored += [_path_name(attention + k) for k in
                             (("qkv", "kernel"), ("qkv", "bias"), ("out", "kernel"))]
 
-    if absent_groups:
-        fresh = _fresh_params(config, rng)
-        for group in absent_groups:
-            prefix = _OPTIONAL_GROUPS[group][1]
-            subtree = jax.tree.map(np.asarray, _get(fresh, prefix))
+    prefixes = tuple(_OPTIONAL_GROUPS[group][1] for group in absent_groups)
+    if prefixes:
+        for prefix, subtree in zip(prefixes, _fresh_subtrees(config, prefixes, rng)):
+            subtree = jax.tree.map(np.asarray, subtree)
             _set(params, prefix, subtree)
             report.initialised += [_path_name(prefix + tuple(str(k.key) for k in path))
                                    for path, _ in jax.tree_util.tree_flatten_with_path(subtree)[0]]

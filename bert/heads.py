@@ -122,10 +122,11 @@ def _unflatten(flat: dict[str, np.ndarray]) -> Params:
     return tree
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _fresh_params(model: nn.Module, rng: Array) -> Params:
-    """Randomly initialised params; jit compiles the init once instead of op by op."""
-    return init_params(model, rng)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_only(model: nn.Module, names: tuple[str, ...], rng: Array) -> dict[str, Array]:
+    """Fresh values of just `names`: XLA drops the unused (encoder) initialisers entirely."""
+    fresh = _flatten(init_params(model, rng))
+    return {name: fresh[name] for name in names}
 
 
 def init_finetune_params(checkpoint_dir: str, model: nn.Module,
@@ -144,18 +145,18 @@ def init_finetune_params(checkpoint_dir: str, model: nn.Module,
         raise ValueError(f"{checkpoint_dir}/{checkpoint.CONFIG_FILE} does not match the task "
                          f"model's config: {'; '.join(different)}")
     saved = _flatten(checkpoint.load_params(checkpoint_dir))
-    fresh = _flatten(_fresh_params(model, rng))
-    misshaped = [f"{name} {np.shape(saved[name])} vs {np.shape(value)}"
-                 for name, value in fresh.items()
-                 if name in saved and np.shape(saved[name]) != np.shape(value)]
+    shapes = _flatten(jax.eval_shape(lambda: init_params(model, rng)))  # no memory, no compile
+    misshaped = [f"{name} {np.shape(saved[name])} vs {shape.shape}"
+                 for name, shape in shapes.items()
+                 if name in saved and np.shape(saved[name]) != shape.shape]
     if misshaped:
         raise ValueError(f"{checkpoint_dir}: params shaped unlike the task model's: "
                          + ", ".join(misshaped))
-    params = {name: jnp.asarray(saved[name]) if name in saved else value
-              for name, value in fresh.items()}
     report = InitReport(
-        restored=tuple(sorted(n for n in fresh if n in saved)),
-        initialised=tuple(sorted(n for n in fresh if n not in saved)),
-        dropped=tuple(sorted(n for n in saved if n not in fresh)),
+        restored=tuple(sorted(n for n in shapes if n in saved)),
+        initialised=tuple(sorted(n for n in shapes if n not in saved)),
+        dropped=tuple(sorted(n for n in saved if n not in shapes)),
     )
+    params = {name: jnp.asarray(saved[name]) for name in report.restored}
+    params.update(_init_only(model, report.initialised, rng))
     return _unflatten(params), report
