@@ -64,14 +64,19 @@ def make_loss_fn(model: BertForPreTraining, nsp_weight: float) -> Callable:
 
 
 def _split_micro_batches(batch: Batch, num_micro: int) -> dict[str, Array]:
-    """(B, ...) -> (num_micro, B / num_micro, ...)."""
+    """(B, ...) -> (num_micro, B / num_micro, ...); micro-batch k is rows k, k + num_micro, ...
+
+    Strided, not contiguous: a batch sharded over devices in contiguous blocks then gives every
+    micro-batch the same rows from every device, so nothing moves between devices. Which rows
+    share a micro-batch does not change the sums.
+    """
 
     def split(x: Array) -> Array:
         if x.shape[0] % num_micro:
             raise ValueError(
                 f"batch of {x.shape[0]} rows is not divisible by config.grad_accum_steps={num_micro}"
             )
-        return x.reshape(num_micro, x.shape[0] // num_micro, *x.shape[1:])
+        return x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
 
     return {k: split(v) for k, v in batch.items()}
 
