@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 from tqdm import tqdm
 
-from bert import checkpoint, data, objectives
+from bert import checkpoint, data, distributed, objectives
 from bert.config import model_config, validate
 from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
@@ -191,6 +191,7 @@ def main(argv: list[str]) -> None:
     del argv
     setup_logging()
     try:
+        distributed.initialize_from_flags()  # first: before anything touches a device
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, OSError) as error:  # bad config, data or paths: the message says which
         raise SystemExit(f"bert.pretrain: error: {error}") from None
