@@ -19,8 +19,10 @@ def _setup(**overrides):
     return config, model, tx, state
 
 
-def test_loss_falls_when_overfitting_one_batch():
-    config, model, tx, state = _setup()
+# LAMB scales each layer's step by its weight norm, so it needs a larger nominal rate.
+@pytest.mark.parametrize("optimizer, learning_rate", [("adamw", 3e-3), ("lamb", 3e-2)])
+def test_loss_falls_when_overfitting_one_batch(optimizer, learning_rate):
+    config, model, tx, state = _setup(**{"optim.name": optimizer, "learning_rate": learning_rate})
     step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
     batch = random_batch()
     losses = []

@@ -1,0 +1,35 @@
+"""The `make demo` run: a 4-layer, 256-wide BERT pretrained with MLM + NSP on the shipped State
+of the Union slice (3.7 MB, 105 addresses; 5 held-out addresses for evaluation), on the CPU.
+
+    python -m bert.demo --workdir runs/demo        # trains, then prints before/after and examples
+    python -m bert.pretrain --config experiments/pretrain/demo.py --workdir runs/demo
+
+About 10 minutes on 2 CPU cores (measured numbers in the README).
+"""
+from ml_collections import ConfigDict
+
+from bert.config import pretraining_config
+
+
+def get_config() -> ConfigDict:
+    c = pretraining_config()
+    c.seed = 0
+    c.train_steps = 1500
+    c.batch_size = 32  # global
+    c.max_seq_len = 128
+    c.max_predictions_per_seq = 20
+    c.learning_rate = 1e-3  # small models train well at a larger peak than BERT-base's 1e-4
+    c.warmup_steps = 100
+    c.log_every = 50
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+
+    c.model.preset = "mini"
+    c.model.vocab_size = 8000
+    c.model.attention_dropout_rate = 0.0  # lets training use the fused attention path
+
+    c.data.train_files = "data/sotu/train/*.txt"
+    c.data.eval_files = "data/sotu/eval/*.txt"
+    c.data.dupe_factor = 2  # two NSP pairings of the corpus; dynamic masking varies the masks
+    return c
