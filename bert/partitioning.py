@@ -266,7 +266,8 @@ class Runner:
 
     def __init__(self, config: ConfigDict, model: BertForPreTraining,
                  tx: optax.GradientTransformation,
-                 devices: Sequence[jax.Device] | None = None) -> None:
+                 devices: Sequence[jax.Device] | None = None,
+                 compiler_options: Mapping[str, Any] | None = None) -> None:
         self.config = config
         self.model = model
         self.tx = tx
@@ -293,11 +294,13 @@ class Runner:
             in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
             out_shardings=(self.state_shardings, self.replicated),
             donate_argnums=(0,),
+            compiler_options=compiler_options,
         )
         self._eval_step = jax.jit(
             train.make_eval_step(model),
             in_shardings=(self.state_shardings.params, self.batch_sharding),
             out_shardings=self.replicated,
+            compiler_options=compiler_options,
         )
         self._init = jax.jit(
             lambda rng: train.create_train_state(model, tx, rng), out_shardings=self.state_shardings
@@ -434,10 +437,16 @@ class PmapRunner:
 
 
 def build_runner(config: ConfigDict, model: BertForPreTraining, tx: optax.GradientTransformation,
-                 devices: Sequence[jax.Device] | None = None) -> Runner | PmapRunner:
-    """The runner `config.parallelism` names, with the batch layout checked (nothing compiled)."""
+                 devices: Sequence[jax.Device] | None = None,
+                 compiler_options: Mapping[str, Any] | None = None) -> Runner | PmapRunner:
+    """The runner `config.parallelism` names, with the batch layout checked (nothing compiled).
+
+    `devices` defaults to all of them. `compiler_options` are XLA options for the jit runner's
+    steps, e.g. {"xla_backend_optimization_level": 0} halves CPU compile time where run time
+    does not matter (tests); pmap compiles with the defaults.
+    """
     if config.parallelism == "jit":
-        return Runner(config, model, tx, devices)
+        return Runner(config, model, tx, devices, compiler_options)
     if config.parallelism == "pmap":
         return PmapRunner(config, model, tx, devices)
     raise ValueError(f"config.parallelism must be 'jit' or 'pmap', got {config.parallelism!r}")
