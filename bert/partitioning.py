@@ -303,7 +303,8 @@ class Runner:
             compiler_options=compiler_options,
         )
         self._init = jax.jit(
-            lambda rng: train.create_train_state(model, tx, rng), out_shardings=self.state_shardings
+            lambda rng: train.create_train_state(model, tx, rng), out_shardings=self.state_shardings,
+            compiler_options=compiler_options,
         )
 
     def _batch_shard_of_device(self) -> dict[jax.Device, int]:
