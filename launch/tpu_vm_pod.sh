@@ -58,5 +58,5 @@ if [[ "$INSTALL" == 1 ]]; then
   UNPACK+=" && cd $REMOTE_DIR && python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt 'jax[tpu]==$JAX_VERSION'"
 fi
 run "${GCLOUD[@]}" ssh "$NAME" "${WHERE[@]}" --worker=all --command "$UNPACK"
-TRAIN="cd $REMOTE_DIR && .venv/bin/python -m bert.pretrain --distributed=on $(quote "${PRETRAIN_ARGS[@]}")"
+TRAIN="cd $REMOTE_DIR && .venv/bin/python -m bert.pretrain $(quote "${PRETRAIN_ARGS[@]}") --distributed=on"
 run "${GCLOUD[@]}" ssh "$NAME" "${WHERE[@]}" --worker=all --command "$TRAIN"
