@@ -47,26 +47,17 @@ def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
     """The optimizer named by `config.optim.name` ("adamw" or "lamb")."""
     optim = config.optim
     schedule = learning_rate_schedule(config)
-    if optim.name == "adamw":
-        update = optax.adamw(
-            schedule,
-            b1=optim.b1,
-            b2=optim.b2,
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-            mask=decay_mask,
-        )
-    elif optim.name == "lamb":
-        update = optax.lamb(
-            schedule,
-            b1=optim.b1,
-            b2=optim.b2,
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-            mask=decay_mask,
-        )
-    else:
+    factories = {"adamw": optax.adamw, "lamb": optax.lamb}
+    if optim.name not in factories:
         raise ValueError(f"config.optim.name must be adamw or lamb, got {optim.name!r}")
+    update = factories[optim.name](
+        schedule,
+        b1=optim.b1,
+        b2=optim.b2,
+        eps=optim.eps,
+        weight_decay=optim.weight_decay,
+        mask=decay_mask,
+    )
     if optim.clip_norm:
         return optax.chain(optax.clip_by_global_norm(optim.clip_norm), update)
     return update
