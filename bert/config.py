@@ -82,6 +82,11 @@ def pretraining_config() -> ConfigDict:
     c.data.short_seq_prob = 0.1  # probability of a shorter target length, as in the paper
     c.data.nsp_weight = 1.0  # loss = mlm + nsp_weight · nsp; 0 turns NSP off
     c.data.num_workers = 0  # grain worker processes for masking and batching; 0 = in process
+    c.data.prep_workers = 0  # processes that read, tokenize and pair the corpus; 0 = one per core
+    # Packing: several whole instances per train row (attention kept within each, positions
+    # restarting at each [CLS]), so short instances do not pay for padding. Eval is not packed.
+    c.data.packing = False
+    c.data.max_instances_per_pack = 3  # instances per packed row, at most
     return c
 
 
@@ -137,6 +142,18 @@ def validate(config: ConfigDict) -> None:
     check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
           f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
     check(config.data.nsp_weight >= 0, "data.nsp_weight", "must be >= 0")
+    check(int(config.data.prep_workers) >= 0, "data.prep_workers", "must be >= 0 (0 = one per core)")
+    check(isinstance(config.data.packing, bool), "data.packing",
+          f"must be True or False, got {config.data.packing!r}")
+    check(int(config.data.max_instances_per_pack) >= 1, "data.max_instances_per_pack",
+          f"must be >= 1, got {config.data.max_instances_per_pack}")
+    if config.data.packing:
+        # A packed row has at most max_seq_len - 3 maskable tokens, like a full unpacked row;
+        # with this many prediction slots its masks are never cut short.
+        needed = round((config.max_seq_len - 3) * config.data.mask_prob)
+        check(config.max_predictions_per_seq >= needed, "max_predictions_per_seq",
+              f"{config.max_predictions_per_seq} is below the {needed} masks a full packed row "
+              f"gets (mask_prob x (max_seq_len - 3)); raise it or turn config.data.packing off")
     check(bool(config.data.train_files), "data.train_files", "is empty: name the training text files")
 
 

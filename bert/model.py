@@ -234,7 +234,7 @@ class EncoderBlock(nn.Module):
 
 class EncoderOutput(NamedTuple):
     sequence_output: Array  # (B, T, H): output of the last block
-    pooled_output: Array  # (B, H): tanh(dense([CLS]))
+    pooled_output: Array  # (B, H): tanh(dense([CLS])); (B, K, H) at cls_positions (B, K)
     # (B, T, H) per layer when asked for: index 0 is the embedding output, i the output of block i.
     hidden_states: tuple[Array, ...] | None
 
@@ -273,19 +273,31 @@ class BertModel(nn.Module):
         input_mask: Array,
         *,
         position_ids: Array | None = None,
+        pack_ids: Array | None = None,
+        cls_positions: Array | None = None,
         deterministic: bool = True,
         output_hidden_states: bool = False,
     ) -> EncoderOutput:
-        """input_ids, segment_ids, input_mask: int (B, T); input_mask is 1 on real tokens."""
+        """input_ids, segment_ids, input_mask: int (B, T); input_mask is 1 on real tokens.
+
+        Packed rows (several sequences per row, see bert/data/packing.py) also pass pack_ids
+        (B, T) (k on the k-th sequence, 0 on padding) so that tokens attend only within their own
+        sequence, and cls_positions (B, K), where the pooler reads each sequence's [CLS].
+        """
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)  # (B, T, H)
-        attention_mask = input_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, S)
+        if pack_ids is None:
+            attention_mask = input_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, S)
+        else:  # block diagonal; padding attends to padding, so no row is fully masked
+            attention_mask = (pack_ids[:, :, None] == pack_ids[:, None, :])[:, None]  # (B, 1, T, S)
         hidden_states = [x]
         for layer in self.layers:
             x = layer(x, attention_mask, deterministic)
             hidden_states.append(x)
-        pooled = jnp.tanh(self.pooler(x[:, 0]))  # (B, H)
+        cls = x[:, 0] if cls_positions is None else jnp.take_along_axis(
+            x, cls_positions[..., None], axis=1)  # (B, H) or (B, K, H)
+        pooled = jnp.tanh(self.pooler(cls))
         return EncoderOutput(x, pooled, tuple(hidden_states) if output_hidden_states else None)
 
     def word_embedding_table(self) -> Array:
@@ -340,14 +352,19 @@ class BertForPreTraining(nn.Module):
         masked_lm_positions: Array,
         *,
         position_ids: Array | None = None,
+        pack_ids: Array | None = None,
+        nsp_positions: Array | None = None,
         deterministic: bool = True,
     ) -> tuple[Array, Array]:
         """Returns MLM logits (B, P, V) at `masked_lm_positions` (B, P) and NSP logits (B, 2).
 
-        NSP class 0 is IsNext and 1 is NotNext, as in the original release.
+        NSP class 0 is IsNext and 1 is NotNext, as in the original release. Packed rows pass
+        position_ids, pack_ids (B, T) and nsp_positions (B, K) (see BertModel); NSP logits are
+        then (B, K, 2), one per packed sequence.
         """
         encoded = self.bert(
-            input_ids, segment_ids, input_mask, position_ids=position_ids, deterministic=deterministic
+            input_ids, segment_ids, input_mask, position_ids=position_ids, pack_ids=pack_ids,
+            cls_positions=nsp_positions, deterministic=deterministic,
         )
         # Running the head on P ≈ 0.15·T gathered rows instead of all T is most of its saving.
         gathered = jnp.take_along_axis(

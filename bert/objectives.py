@@ -38,11 +38,13 @@ def pretraining_sums(
 ) -> dict[str, Array]:
     """Weighted sums of MLM and NSP loss and accuracy over this (micro-)batch.
 
-    mlm_logits (B, P, V) at masked_lm_positions; nsp_logits (B, 2) with 0 = IsNext.
+    mlm_logits (B, P, V) at masked_lm_positions; nsp_logits (B, 2) with 0 = IsNext, or
+    (B, K, 2) for packed rows, whose next_sentence_labels and next_sentence_weights are (B, K)
+    (weight 0 on empty slots): every packed sequence then counts as one NSP example.
     """
     mlm_weights = batch["masked_lm_weights"].astype(jnp.float32)  # (B, P)
     mlm_nll, mlm_correct = _cross_entropy(mlm_logits, batch["masked_lm_ids"])
-    nsp_weights = batch["next_sentence_weights"].astype(jnp.float32)  # (B,)
+    nsp_weights = batch["next_sentence_weights"].astype(jnp.float32)  # (B,) or (B, K)
     nsp_nll, nsp_correct = _cross_entropy(nsp_logits, batch["next_sentence_labels"])
     return dict(
         mlm_loss_sum=jnp.sum(mlm_nll * mlm_weights),

@@ -462,12 +462,20 @@ def batch_shapes(config: ConfigDict, rows: int) -> dict[str, tuple[tuple[int, ..
     bert.data produces), so a step can be compiled without data."""
     seq, preds = int(config.max_seq_len), int(config.max_predictions_per_seq)
     i32, f32 = np.dtype(np.int32), np.dtype(np.float32)
-    return dict(
+    shapes = dict(
         input_ids=((rows, seq), i32), input_mask=((rows, seq), i32),
         segment_ids=((rows, seq), i32), masked_lm_positions=((rows, preds), i32),
         masked_lm_ids=((rows, preds), i32), masked_lm_weights=((rows, preds), f32),
         next_sentence_labels=((rows,), i32), next_sentence_weights=((rows,), f32),
     )
+    if config.data.get("packing", False):  # K sequences per row (bert/data/packing.py)
+        k = int(config.data.max_instances_per_pack)
+        shapes.update(
+            next_sentence_labels=((rows, k), i32), next_sentence_weights=((rows, k), f32),
+            position_ids=((rows, seq), i32), pack_ids=((rows, seq), i32),
+            nsp_positions=((rows, k), i32),
+        )
+    return shapes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,8 @@ StepFn = Callable[["TrainState", Batch, Array], tuple["TrainState", dict[str, Ar
 
 # Batch fields the model consumes; anything else in a batch is ignored by the step.
 MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask", "masked_lm_positions")
+# ... and those of packed batches (bert/data/packing.py), passed only when present.
+PACKED_INPUTS = ("position_ids", "pack_ids", "nsp_positions")
 
 
 @flax.struct.dataclass
@@ -52,6 +54,7 @@ def make_loss_fn(model: BertForPreTraining, nsp_weight: float) -> Callable:
         params: Any, batch: Batch, rng: Array | None, mlm_denominator: Array, nsp_denominator: Array
     ) -> tuple[Array, dict[str, Array]]:
         inputs = {k: batch[k] for k in MODEL_INPUTS}
+        inputs.update({k: batch[k] for k in PACKED_INPUTS if k in batch})
         rngs = None if rng is None else {"dropout": rng}
         mlm_logits, nsp_logits = model.apply(
             {"params": params}, **inputs, deterministic=rng is None, rngs=rngs

@@ -56,6 +56,15 @@ class CorpusSummary:
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
+    def add(self, other: CorpusSummary) -> None:
+        """Adds the counts of `other` (another part of the same corpus) to these."""
+        self.files += other.files
+        self.documents += other.documents
+        self.sentences += other.sentences
+        self.characters += other.characters
+        self.skipped_empty_files.extend(other.skipped_empty_files)
+        self.skipped_one_sentence_documents += other.skipped_one_sentence_documents
+
 
 def parse_file_patterns(patterns: str | Sequence[str], *, key: str) -> list[str]:
     """Accepts a comma-separated string or a sequence of globs; returns the globs.
@@ -162,28 +171,40 @@ def read_documents(
     summary = CorpusSummary()
     documents: list[list[str]] = []
     for path in expand_files(patterns, key=key):
-        summary.files += 1
-        text = read_text(path)
-        file_has_text = False
-        for paragraphs in _documents_in_text(text, doc_separator):
-            sentences = [s for p in paragraphs for s in split_sentences(p, max_sentence_chars)]
-            file_has_text = file_has_text or bool(sentences)
-            if len(sentences) >= 2:
-                documents.append(sentences)
-                summary.documents += 1
-                summary.sentences += len(sentences)
-                summary.characters += sum(len(s) for s in sentences)
-            elif sentences:
-                summary.skipped_one_sentence_documents += 1
-        if not file_has_text:
-            summary.skipped_empty_files.append(str(path))
-    if not documents:
+        documents.extend(read_file_documents(path, doc_separator, summary, max_sentence_chars))
+    check_not_empty(summary, key)
+    return documents, summary
+
+
+def read_file_documents(path: Path, doc_separator: str, summary: CorpusSummary,
+                        max_sentence_chars: int = MAX_SENTENCE_CHARS) -> list[list[str]]:
+    """The kept documents of one file; adds what it read and skipped to `summary`."""
+    summary.files += 1
+    documents = []
+    file_has_text = False
+    for paragraphs in _documents_in_text(read_text(path), doc_separator):
+        sentences = [s for p in paragraphs for s in split_sentences(p, max_sentence_chars)]
+        file_has_text = file_has_text or bool(sentences)
+        if len(sentences) >= 2:
+            documents.append(sentences)
+            summary.documents += 1
+            summary.sentences += len(sentences)
+            summary.characters += sum(len(s) for s in sentences)
+        elif sentences:
+            summary.skipped_one_sentence_documents += 1
+    if not file_has_text:
+        summary.skipped_empty_files.append(str(path))
+    return documents
+
+
+def check_not_empty(summary: CorpusSummary, key: str) -> None:
+    """Raises `DataError` when reading kept no document at all."""
+    if not summary.documents:
         raise DataError(
             f"{key}: no document with at least two sentences in {summary.files} file(s) "
             f"({len(summary.skipped_empty_files)} empty, "
             f"{summary.skipped_one_sentence_documents} one-sentence documents); "
             "next-sentence prediction needs documents of two or more sentences")
-    return documents, summary
 
 
 # Words that end in "." without ending the sentence. Compared lower-case, without the dot.
@@ -199,6 +220,7 @@ _INITIALS = re.compile(r"^(?:[A-Za-z]\.)*[A-Za-z]$")
 # something that can start a sentence (capital, digit, opening quote or bracket).
 _BOUNDARY = re.compile(r"([.!?]+)([\"'”’)\]]*)\s+(?=[\"'“‘(\[]*[A-Z0-9])")
 _LAST_WORD = re.compile(r"(\S+)$")
+_WORD_WINDOW = 32  # characters before a full stop searched for the word it ends
 
 
 def split_sentences(paragraph: str, max_sentence_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
@@ -212,9 +234,9 @@ def split_sentences(paragraph: str, max_sentence_chars: int = MAX_SENTENCE_CHARS
     start = 0
     for match in _BOUNDARY.finditer(paragraph):
         if match.group(1) == ".":
-            word = _LAST_WORD.search(paragraph, start, match.start())
+            word = _last_word(paragraph, start, match.start())
             if word is not None:
-                stem = word.group(1).lstrip("\"'“‘([")
+                stem = word.lstrip("\"'“‘([")
                 if stem.lower() in _ABBREVIATIONS or _INITIALS.match(stem):
                     continue
         end = match.end(2)
@@ -222,6 +244,19 @@ def split_sentences(paragraph: str, max_sentence_chars: int = MAX_SENTENCE_CHARS
         start = match.end()
     sentences.extend(_cut_long(paragraph[start:].strip(), max_sentence_chars))
     return [s for s in sentences if s]
+
+
+def _last_word(text: str, start: int, end: int) -> str | None:
+    """The last whitespace-free run of text[start:end] that reaches `end`, if any.
+
+    Looks at a short window before `end` first: searching from `start` scans the whole sentence
+    so far at every candidate full stop, which made splitting quadratic in sentence length.
+    """
+    window = max(start, end - _WORD_WINDOW)
+    word = _LAST_WORD.search(text, window, end)
+    if word is not None and word.start() == window and window > start:
+        word = _LAST_WORD.search(text, start, end)  # longer than the window: look again
+    return None if word is None else word.group(1)
 
 
 def _cut_long(sentence: str, max_chars: int) -> list[str]:

@@ -25,6 +25,14 @@ Batch contract (T = max_seq_len, P = max_predictions_per_seq, B = rows per host)
     masked_lm_weights      float32 [B, P]  1.0 real prediction, 0.0 padding
     next_sentence_labels   int32   [B]     0 = IsNext, 1 = NotNext
     next_sentence_weights  float32 [B]     1.0 real row, 0.0 padding row (eval only)
+
+With `config.data.packing` a train row holds up to K instances (bert/data/packing.py); then
+next_sentence_labels and next_sentence_weights are [B, K] (weight 0 for an empty slot), masked
+positions are row positions, and three more keys say where the instances are:
+
+    position_ids           int32   [B, T]  restart at 0 at every instance's [CLS]
+    pack_ids               int32   [B, T]  k on the k-th instance's tokens, 0 on padding
+    nsp_positions          int32   [B, K]  each instance's [CLS]; 0 for an empty slot
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import numpy as np
 from bert.data.corpus import DataError
 from bert.data.masking import (MaskedPositions, MaskingConfig, MaskVocabulary, apply_masks,
                                 mask_batch, row_keys)
+from bert.data.packing import pack_layout
 from bert.data.records import PreparedData, SplitArrays
 
 # Random streams, keyed by (seed, purpose, ...); records.STATIC_MASK_STREAM is 1.
@@ -49,6 +58,7 @@ EVAL_MASK_STREAM = 4
 
 BATCH_KEYS = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
               "masked_lm_weights", "next_sentence_labels", "next_sentence_weights")
+PACKING_KEYS = ("position_ids", "pack_ids", "nsp_positions")
 
 _PREFETCH_THREADS = 4  # batches assembled in parallel by grain's reader threads
 _PREFETCH_BATCHES = 8
@@ -107,7 +117,7 @@ class _BatchReader:
             keys = row_keys(self._seed, self._mask_stream, positions)  # [B]
             masks = mask_batch(input_ids, lengths, keys, self._mask, self._vocab)
         seq_len = input_ids.shape[1]
-        return {
+        batch = {
             "input_ids": apply_masks(input_ids, masks.positions, masks.inputs, masks.weights),
             "input_mask": (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int32),
             "segment_ids": np.asarray(split.segment_ids[indices], dtype=np.int32),
@@ -117,6 +127,13 @@ class _BatchReader:
             "next_sentence_labels": np.asarray(split.next_sentence_labels[indices], np.int32),
             "next_sentence_weights": np.ones((len(indices),), np.float32),
         }
+        if split.instance_lengths is not None:
+            # Masking above already skips every packed instance's [CLS]/[SEP] (special ids)
+            # and the padding after the last one (beyond `lengths`).
+            layout = pack_layout(split.instance_lengths[indices], seq_len)
+            batch["next_sentence_weights"] = layout.pop("nsp_weights")
+            batch.update(layout)
+        return batch
 
 
 def _tag_with_position(position: int, index: int) -> np.ndarray:
@@ -192,7 +209,8 @@ def _plain_batches(iterator: Iterator[dict[str, Any]]) -> Iterator[dict[str, np.
     # close the iterator (and its workers) when the consumer stops.
     try:
         for batch in iterator:
-            yield {key: np.asarray(batch[key]) for key in BATCH_KEYS}
+            yield {key: np.asarray(batch[key]) for key in (*BATCH_KEYS, *PACKING_KEYS)
+                   if key in batch}
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:

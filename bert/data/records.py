@@ -19,7 +19,13 @@ Layout of one examples folder (N rows, T = max_seq_len, P = max_predictions_per_
     train/lengths.npy          int32 [N]
     train/next_sentence_labels.npy  int32 [N]  0 = IsNext, 1 = NotNext
     train/masked_lm_{positions,ids,inputs,weights}.npy  [N, P]  only for static masking
+    train/instance_lengths.npy int32 [N, K]  only with packing: rows hold up to K instances
+                               (bert/data/packing.py); next_sentence_labels is then [N, K]
     eval/...                   the same four unmasked arrays, if eval files are configured
+                               (never packed: eval numbers stay comparable across settings)
+
+Reading, tokenizing and pairing run in `config.data.prep_workers` processes with results
+independent of their number (bert/data/parallel.py).
 
 When `config.data.tokenizer` is empty, a SentencePiece model is trained on the train files and
 kept in `<cache>/tokenizer-<key>/`, also written atomically.
@@ -40,14 +46,16 @@ from typing import Any
 
 import numpy as np
 
-from bert.data.corpus import (DataError, check_doc_separator, expand_files, parse_file_patterns,
-                              read_documents)
+from bert.data.corpus import DataError, check_doc_separator, expand_files, parse_file_patterns
 from bert.data.instances import IS_NEXT, Instances, create_instances
 from bert.data.masking import MaskingConfig, MaskVocabulary, mask_batch, row_keys
+from bert.data.packing import PackedInstances, pack, pack_indices
+from bert.data.parallel import resolve_workers
+from bert.data.tokenized import tokenize_files
 from bert.tokenizer import (SENTENCEPIECE_FILE, Tokenizer, TokenizerError, load_tokenizer,
                             train_sentencepiece)
 
-FORMAT_VERSION = 2  # bump when the stored layout, the instance recipe or static masks change
+FORMAT_VERSION = 3  # bump when the stored layout, the instance recipe or static masks change
 MASKING_MODES = ("dynamic", "static")
 _BASE_ARRAYS = ("input_ids", "segment_ids", "lengths", "next_sentence_labels")
 _MASK_ARRAYS = ("masked_lm_positions", "masked_lm_ids", "masked_lm_inputs", "masked_lm_weights")
@@ -69,6 +77,9 @@ class DataSettings:
     dupe_factor: int
     short_seq_prob: float
     num_workers: int
+    packing: bool  # rows of up to max_instances_per_pack instances (train split only)
+    max_instances_per_pack: int
+    prep_workers: int  # processes preparing examples; 0 = one per CPU core
 
     @classmethod
     def from_config(cls, config_data: Any, *, max_predictions_per_seq: int) -> DataSettings:
@@ -89,6 +100,12 @@ class DataSettings:
         if not 0.0 <= short_seq_prob <= 1.0:
             raise DataError(f"config.data.short_seq_prob must be in [0, 1], got {short_seq_prob}")
         num_workers = _as_int(get("num_workers", 0), "config.data.num_workers", minimum=0)
+        packing = get("packing", False)
+        if not isinstance(packing, bool):
+            raise DataError(f"config.data.packing must be True or False, got {packing!r}")
+        max_instances_per_pack = _as_int(get("max_instances_per_pack", 3),
+                                         "config.data.max_instances_per_pack", minimum=1)
+        prep_workers = _as_int(get("prep_workers", 0), "config.data.prep_workers", minimum=0)
         train_files = get("train_files", None)
         if train_files is None:
             raise DataError("config.data.train_files is missing: name the pretraining text files")
@@ -107,7 +124,8 @@ class DataSettings:
                    tokenizer=str(get("tokenizer", "") or ""),
                    doc_separator=doc_separator, masking=masking, mask=mask,
                    dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
-                   num_workers=num_workers)
+                   num_workers=num_workers, packing=packing,
+                   max_instances_per_pack=max_instances_per_pack, prep_workers=prep_workers)
 
 
 def _config_getter(config_data: Any) -> Callable[[str, Any], Any]:
@@ -141,11 +159,12 @@ class SplitArrays:
     input_ids: np.ndarray  # int32 [N, T]
     segment_ids: np.ndarray  # int8 [N, T]
     lengths: np.ndarray  # int32 [N]
-    next_sentence_labels: np.ndarray  # int32 [N]
+    next_sentence_labels: np.ndarray  # int32 [N], or [N, K] when packed
     masked_lm_positions: np.ndarray | None = None  # int32 [N, P], static masking only
     masked_lm_ids: np.ndarray | None = None  # int32 [N, P]
     masked_lm_inputs: np.ndarray | None = None  # int32 [N, P]
     masked_lm_weights: np.ndarray | None = None  # float32 [N, P]
+    instance_lengths: np.ndarray | None = None  # int32 [N, K], packed rows only
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -159,6 +178,8 @@ class SplitArrays:
         names = list(_BASE_ARRAYS)
         if (directory / "masked_lm_positions.npy").exists():
             names += _MASK_ARRAYS
+        if (directory / "instance_lengths.npy").exists():
+            names.append("instance_lengths")
         arrays = {}
         for name in names:
             path = directory / f"{name}.npy"
@@ -246,11 +267,7 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int, cache_dir: Pat
     return load_tokenizer(folder)
 
 
-def _tokenize(documents: list[list[str]], tokenizer: Tokenizer) -> list[list[list[int]]]:
-    return [tokenizer.encode_batch(document) for document in documents]
-
-
-def static_masks(instances: Instances, mask: MaskingConfig, vocab: MaskVocabulary, *,
+def static_masks(instances: Instances | PackedInstances, mask: MaskingConfig, vocab: MaskVocabulary, *,
                  seed: int, stream: int, chunk_rows: int = 4096) -> dict[str, np.ndarray]:
     """Masks every row once; row i's masks are keyed by (seed, stream, i)."""
     chunks = []
@@ -265,13 +282,20 @@ def static_masks(instances: Instances, mask: MaskingConfig, vocab: MaskVocabular
 
 
 def _split_summary(corpus_summary: dict[str, Any], instances: Instances,
-                   corpus_tokens: int) -> dict[str, Any]:
-    return {**corpus_summary,
-            "corpus_tokens": corpus_tokens,
-            "instances": len(instances),
-            "instance_tokens": int(instances.lengths.sum()),
-            "mean_instance_length": float(instances.lengths.mean()),
-            "is_next_fraction": float(np.mean(instances.next_sentence_labels == IS_NEXT))}
+                   packed: PackedInstances | None, corpus_tokens: int) -> dict[str, Any]:
+    tokens = int(instances.lengths.sum())
+    summary = {**corpus_summary,
+               "corpus_tokens": corpus_tokens,
+               "instances": len(instances),
+               "instance_tokens": tokens,
+               "mean_instance_length": float(instances.lengths.mean()),
+               "is_next_fraction": float(np.mean(instances.next_sentence_labels == IS_NEXT)),
+               "padding_fraction": 1.0 - tokens / instances.input_ids.size}
+    if packed is not None:
+        summary.update(packed_rows=len(packed),
+                       packed_padding_fraction=1.0 - tokens / packed.input_ids.size,
+                       mean_instances_per_row=len(instances) / len(packed))
+    return summary
 
 
 def prepare_pretraining_data(
@@ -304,6 +328,8 @@ def prepare_pretraining_data(
         "static_masks": (dataclasses.asdict(settings.mask) if settings.masking == "static"
                          else None),
     }
+    if settings.packing:  # only then, so that unpacked caches keep their names
+        material["max_instances_per_pack"] = settings.max_instances_per_pack
     folder = cache_dir / f"examples-{_digest(material)}"
 
     if not (folder / "summary.json").is_file():
@@ -315,24 +341,33 @@ def prepare_pretraining_data(
             if settings.eval_files:
                 # Eval covers its text once; its masks are drawn from the seed at batch time.
                 splits.append(("eval", settings.eval_files, "config.data.eval_files", 1))
+            workers = resolve_workers(settings.prep_workers)
             for name, patterns, key, dupe_factor in splits:
-                documents, corpus_summary = read_documents(
-                    patterns, doc_separator=settings.doc_separator, key=key)
-                tokens = _tokenize(documents, tokenizer)
+                corpus, corpus_summary = tokenize_files(
+                    patterns, tokenizer=tokenizer, doc_separator=settings.doc_separator,
+                    key=key, num_workers=workers)
                 instances = create_instances(
-                    tokens, max_seq_len=max_seq_len, short_seq_prob=settings.short_seq_prob,
+                    corpus, max_seq_len=max_seq_len, short_seq_prob=settings.short_seq_prob,
                     dupe_factor=dupe_factor, seed=seed, cls_id=tokenizer.cls_id,
-                    sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id)
-                arrays = {name: getattr(instances, name) for name in _BASE_ARRAYS}
+                    sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id, num_workers=workers)
+                packed = None
+                rows: Instances | PackedInstances = instances
+                if name == "train" and settings.packing:
+                    packs = pack_indices(instances.lengths, max_seq_len=max_seq_len,
+                                         max_instances=settings.max_instances_per_pack,
+                                         seed=seed)
+                    rows = packed = pack(instances, packs, pad_id=tokenizer.pad_id)
+                arrays = {name: getattr(rows, name) for name in _BASE_ARRAYS}
+                if packed is not None:
+                    arrays["instance_lengths"] = packed.instance_lengths
                 if name == "train" and settings.masking == "static":
-                    arrays.update(static_masks(instances, settings.mask, vocab, seed=seed,
+                    arrays.update(static_masks(rows, settings.mask, vocab, seed=seed,
                                                stream=STATIC_MASK_STREAM))
                 (tmp / name).mkdir()
                 for array_name, array in arrays.items():
                     np.save(tmp / name / f"{array_name}.npy", array)
-                summary[name] = _split_summary(
-                    corpus_summary.to_dict(), instances,
-                    corpus_tokens=sum(len(s) for d in tokens for s in d))
+                summary[name] = _split_summary(corpus_summary.to_dict(), instances, packed,
+                                               corpus_tokens=int(corpus.tokens.size))
             summary["seconds_to_prepare"] = round(time.time() - started, 2)
             (tmp / "key.json").write_text(json.dumps(material, indent=2) + "\n")
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
