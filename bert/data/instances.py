@@ -31,7 +31,9 @@ and of the number of workers.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,6 +90,10 @@ class _PairingState:
     short_seq_prob: float
     seed: int
 
+    @functools.cached_property
+    def document_starts_list(self) -> list[int]:  # scalar reads from a list are ~5x faster
+        return self.document_starts.tolist()
+
 
 _state: _PairingState | None = None
 
@@ -106,10 +112,11 @@ def _document_pairs(document: int, dupe: int) -> list[tuple[int, int, int, int, 
     state = _state
     assert state is not None, "_set_pairing_state runs first"
     rng = np.random.default_rng([state.seed, dupe, document])
-    first, end = (int(x) for x in state.document_starts[document:document + 2])
+    sentence_starts, document_starts = state.sentence_starts, state.document_starts_list
+    first, end = document_starts[document], document_starts[document + 1]
     count = end - first
-    starts = state.sentence_starts[first:end + 1].tolist()  # token offsets of this document
-    num_documents = len(state.document_starts) - 1
+    starts = sentence_starts[first:end + 1].tolist()  # token offsets of this document
+    num_documents = len(document_starts) - 1
     max_num_tokens = state.max_seq_len - 3  # room for [CLS], [SEP], [SEP]
     # Every instance consumes at least one sentence and at most four draws; two pick the target.
     draws = iter(rng.random(2 + 4 * count).tolist())
@@ -119,39 +126,36 @@ def _document_pairs(document: int, dupe: int) -> list[tuple[int, int, int, int, 
         target = min(2 + int(pick * (max_num_tokens - 1)), max_num_tokens)
 
     pairs = []
-    chunk = 0  # sentences in the current chunk, which ends at sentence i
-    chunk_length = 0
-    i = 0
-    while i < count:
-        chunk += 1
-        chunk_length += starts[i + 1] - starts[i]
-        # Close a full chunk only if it can hold A and B, and never leave a lone last sentence
-        # behind: a one-sentence chunk has no real continuation.
-        full = chunk_length >= target and chunk >= 2 and i != count - 2
-        if (i == count - 1 or full) and chunk >= 2:
-            a_first = i - chunk + 1  # local sentence index
-            a_end = a_first + min(1 + int(next(draws) * (chunk - 1)), chunk - 1)
-            a_start, a_length = starts[a_first], starts[a_end] - starts[a_first]
-            if next(draws) < 0.5:
-                other = min(int(next(draws) * (num_documents - 1)), num_documents - 2)
-                other += other >= document  # any document but this one
-                o_first, o_end = (int(x) for x in state.document_starts[other:other + 2])
-                b_first = o_first + min(int(next(draws) * (o_end - o_first)), o_end - o_first - 1)
-                # B takes whole sentences until it reaches the length A leaves of the target.
-                b_start = int(state.sentence_starts[b_first])
-                wanted = b_start + max(target - a_length, 1)
-                b_end = b_first + 1 + int(np.searchsorted(
-                    state.sentence_starts[b_first + 1:o_end], wanted))
-                b_end = min(b_end, o_end)
-                pairs.append((a_start, a_length, b_start,
-                              int(state.sentence_starts[b_end]) - b_start, NOT_NEXT))
-                i -= chunk - (a_end - a_first)  # put the unused sentences back
-            else:
-                b_end = i + 1
-                pairs.append((a_start, a_length, starts[a_end], starts[b_end] - starts[a_end],
-                              IS_NEXT))
-            chunk, chunk_length = 0, 0
-        i += 1
+    first_sentence = 0  # local index where the current chunk starts
+    while first_sentence < count - 1:  # a chunk needs two sentences: A and B
+        # The chunk closes at the first sentence i (holding two or more) where it reaches the
+        # target, found by bisection on the token offsets, but never at the second-to-last
+        # sentence: that would leave a lone last sentence behind, which has no continuation.
+        reached = bisect.bisect_left(starts, starts[first_sentence] + target,
+                                     first_sentence + 2, count + 1)
+        last = reached - 1
+        if last >= count - 2:
+            last = count - 1
+        chunk = last - first_sentence + 1
+        a_end = first_sentence + min(1 + int(next(draws) * (chunk - 1)), chunk - 1)
+        a_start, a_length = starts[first_sentence], starts[a_end] - starts[first_sentence]
+        if next(draws) < 0.5:
+            other = min(int(next(draws) * (num_documents - 1)), num_documents - 2)
+            other += other >= document  # any document but this one
+            o_first, o_end = document_starts[other], document_starts[other + 1]
+            b_first = o_first + min(int(next(draws) * (o_end - o_first)), o_end - o_first - 1)
+            # B takes whole sentences until it reaches the length A leaves of the target.
+            b_start = int(sentence_starts[b_first])
+            wanted = b_start + max(target - a_length, 1)
+            b_end = min(b_first + 1 + int(sentence_starts[b_first + 1:o_end].searchsorted(wanted)),
+                        o_end)
+            pairs.append((a_start, a_length, b_start, int(sentence_starts[b_end]) - b_start,
+                          NOT_NEXT))
+            first_sentence = a_end  # the unused sentences are put back
+        else:
+            pairs.append((a_start, a_length, starts[a_end], starts[last + 1] - starts[a_end],
+                          IS_NEXT))
+            first_sentence = last + 1
     return _truncated(pairs, max_num_tokens, rng)
 
 

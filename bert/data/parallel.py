@@ -80,7 +80,8 @@ def balanced_chunks(sizes: Sequence[int], num_chunks: int) -> list[range]:
     chunks, start, running = [], 0, 0
     for index, size in enumerate(sizes):
         running += size
-        if running * num_chunks >= total * (len(chunks) + 1) and index + 1 < len(sizes):
+        closes = running * num_chunks >= total * (len(chunks) + 1)
+        if closes and len(chunks) < num_chunks - 1 and index + 1 < len(sizes):
             chunks.append(range(start, index + 1))
             start = index + 1
     chunks.append(range(start, len(sizes)))
