@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -13,19 +14,23 @@ class MetricsWriter:
     """Appends to `<workdir>/metrics.jsonl` and TensorBoard events under `<workdir>/tensorboard`.
 
     Only process 0 writes; the others accept the calls and drop them. Appending (not truncating)
-    keeps the history of a resumed run in one file.
+    keeps the history of a resumed run in one file. `resume_step` is the step a run restarts
+    from: rows after it were written by a run that stopped before its next checkpoint, and the
+    resumed run writes them again (identically), so they are dropped first.
     """
 
-    def __init__(self, workdir: str, filename: str = "metrics.jsonl") -> None:
+    def __init__(self, workdir: str, filename: str = "metrics.jsonl", *,
+                 resume_step: int | None = None) -> None:
         self._enabled = jax.process_index() == 0
         self._jsonl = None
         self._tensorboard = None
         if self._enabled:
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, filename), "a", buffering=1)
-            from tensorboardX import SummaryWriter
-
-            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            path = os.path.join(workdir, filename)
+            if resume_step is not None and os.path.exists(path):
+                _keep_rows_through(path, resume_step)
+            self._jsonl = open(path, "a", buffering=1)
+            self._tensorboard = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, values: Mapping[str, Any], prefix: str = "") -> None:
         if not self._enabled:
@@ -42,11 +47,53 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported with torch hidden unless torch is loaded already:
+    where torch is installed, tensorboardX imports it (3 s of every start) only to accept torch
+    tensors, and we log Python floats."""
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 def _plain(value: Any) -> Any:
     try:
         return float(value)
     except (TypeError, ValueError):
         return value
+
+
+def _keep_rows_through(path: str, step: int) -> None:
+    """Rewrites `path` (atomically) without rows after `step`, and without a torn last line.
+
+    Step 0 rows (the evaluation before training) belong to a run that has a checkpoint; a
+    restart from step 0 writes them again.
+    """
+    kept, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a kill in the middle of a write
+                dropped += 1
+                continue
+            if step > 0 and record["step"] <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        logging.info("%s: dropped %d row(s) after step %d; the resumed run writes them again",
+                     path, dropped, step)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
