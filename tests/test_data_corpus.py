@@ -72,6 +72,14 @@ def test_empty_files_and_one_sentence_documents_are_counted_not_hidden(tmp_path)
     assert summary.to_dict()["documents"] == 1
 
 
+def test_a_file_that_is_one_enormous_line_is_cut_and_counted(tmp_path):
+    (tmp_path / "dump.txt").write_text(" ".join(["token"] * 2_000))  # 12k characters, no "."
+    (tmp_path / "prose.txt").write_text("A normal document. It has two sentences.\n")
+    documents, summary = read_documents([str(tmp_path / "*.txt")], max_sentence_chars=1000)
+    assert [len(d) for d in documents] == [13, 2]  # the line, in pieces of at most 1,000
+    assert summary.long_sentences_cut == 1 and summary.to_dict()["long_sentences_cut"] == 1
+
+
 def test_patterns_accept_lists_and_comma_separated_strings(tmp_path):
     for name in ("a.txt", "b.txt", "c.md"):
         (tmp_path / name).write_text("Sentence one. Sentence two.")

@@ -13,9 +13,9 @@ abbreviations ("Mr.", "U.S.", "Gen.") and leaves decimals ("3.5") alone. Sentenc
 `max_sentence_chars` are cut at whitespace so that a single enormous line (a file with no
 newlines, a log dump) cannot produce one unbounded sentence.
 
-Everything the reader drops (empty files, one-sentence documents) is counted in the returned
-`CorpusSummary`, never dropped silently; everything it cannot read raises `DataError` naming
-the file, and the line where that applies.
+Everything the reader drops or changes (empty files, one-sentence documents, sentences cut for
+length) is counted in the returned `CorpusSummary`, never hidden; everything it cannot read
+raises `DataError` naming the file, and the line where that applies.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class CorpusSummary:
     characters: int = 0  # characters in kept sentences
     skipped_empty_files: list[str] = dataclasses.field(default_factory=list)
     skipped_one_sentence_documents: int = 0
+    long_sentences_cut: int = 0  # sentences over max_sentence_chars, cut into pieces
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -64,6 +65,7 @@ class CorpusSummary:
         self.characters += other.characters
         self.skipped_empty_files.extend(other.skipped_empty_files)
         self.skipped_one_sentence_documents += other.skipped_one_sentence_documents
+        self.long_sentences_cut += other.long_sentences_cut
 
 
 def parse_file_patterns(patterns: str | Sequence[str], *, key: str) -> list[str]:
@@ -183,7 +185,12 @@ def read_file_documents(path: Path, doc_separator: str, summary: CorpusSummary,
     documents = []
     file_has_text = False
     for paragraphs in _documents_in_text(read_text(path), doc_separator):
-        sentences = [s for p in paragraphs for s in split_sentences(p, max_sentence_chars)]
+        sentences = []
+        for paragraph in paragraphs:
+            for sentence in _sentences(paragraph):
+                pieces = _cut_long(sentence, max_sentence_chars)
+                summary.long_sentences_cut += len(pieces) > 1
+                sentences.extend(pieces)
         file_has_text = file_has_text or bool(sentences)
         if len(sentences) >= 2:
             documents.append(sentences)
@@ -230,6 +237,12 @@ def split_sentences(paragraph: str, max_sentence_chars: int = MAX_SENTENCE_CHARS
     digit or opening quote follow, unless the word before a "." is a known abbreviation, an
     initial or a dotted acronym. "3.5" never splits (no whitespace after the dot).
     """
+    return [piece for sentence in _sentences(paragraph)
+            for piece in _cut_long(sentence, max_sentence_chars)]
+
+
+def _sentences(paragraph: str) -> list[str]:
+    """The non-empty sentences of a paragraph, before long ones are cut."""
     sentences: list[str] = []
     start = 0
     for match in _BOUNDARY.finditer(paragraph):
@@ -239,10 +252,9 @@ def split_sentences(paragraph: str, max_sentence_chars: int = MAX_SENTENCE_CHARS
                 stem = word.lstrip("\"'“‘([")
                 if stem.lower() in _ABBREVIATIONS or _INITIALS.match(stem):
                     continue
-        end = match.end(2)
-        sentences.extend(_cut_long(paragraph[start:end].strip(), max_sentence_chars))
+        sentences.append(paragraph[start:match.end(2)].strip())
         start = match.end()
-    sentences.extend(_cut_long(paragraph[start:].strip(), max_sentence_chars))
+    sentences.append(paragraph[start:].strip())
     return [s for s in sentences if s]
 
 
