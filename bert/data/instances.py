@@ -185,16 +185,18 @@ def _rows(tokens: np.ndarray, spans: np.ndarray, *, max_seq_len: int, cls_id: in
     segment_ids = np.empty((n, max_seq_len), dtype=np.int8)
     position = np.arange(max_seq_len)[None, :]  # [1, T]
     for first in range(0, n, chunk_rows):
-        rows = slice(first, min(first + chunk_rows, n))
+        rows = np.arange(first, min(first + chunk_rows, n))
         a_start, a_length, b_start, b_length = (spans[rows, k, None] for k in range(4))  # [n, 1]
         length = a_length + b_length + 3
-        in_a = (position >= 1) & (position <= a_length)  # [n, T]
-        in_b = (position >= a_length + 2) & (position < length - 1)
-        source = np.where(in_a, a_start + position - 1,
-                          np.where(in_b, b_start + position - a_length - 2, 0))
-        ids = np.where(in_a | in_b, tokens[source], pad_id)
-        ids = np.where((position == a_length + 1) | (position == length - 1), sep_id, ids)
-        ids[:, 0] = cls_id
+        # Position p shows A's token p - 1 up to the first [SEP] and B's token p - |A| - 2 after;
+        # the three separators and the padding are written over afterwards.
+        source = position + np.where(position <= a_length, a_start - 1, b_start - a_length - 2)
+        ids = tokens[np.clip(source, 0, len(tokens) - 1)]  # [n, T]
+        ids[position >= length] = pad_id
+        local = np.arange(len(rows))
+        ids[local, 0] = cls_id
+        ids[local, a_length[:, 0] + 1] = sep_id
+        ids[local, length[:, 0] - 1] = sep_id
         input_ids[rows] = ids
         segment_ids[rows] = (position >= a_length + 2) & (position < length)
     lengths = (spans[:, _A_LENGTH] + spans[:, _B_LENGTH] + 3).astype(np.int32)
