@@ -45,9 +45,10 @@ class CheckpointError(ValueError):
 
 
 class CheckpointManager:
-    """Saves every `checkpoint_every` steps, keeps the newest `keep`, restores the latest good one."""
+    """Saves steps, keeps the newest `keep` finished ones, restores the newest good one."""
 
-    def __init__(self, workdir: str, *, keep: int, async_save: bool = True) -> None:
+    def __init__(self, workdir: str, *, keep: int | None, async_save: bool = True) -> None:
+        """`keep` None deletes nothing (for readers of a run's checkpoints)."""
         self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS_DIR))
         self.set_aside_directory = os.path.abspath(os.path.join(workdir, SET_ASIDE_DIR))
         self._keep = keep
@@ -55,7 +56,8 @@ class CheckpointManager:
         # delete when a save starts and deletes it even when that save then fails.
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=async_save),
+            options=ocp.CheckpointManagerOptions(create=True,
+                                                 enable_async_checkpointing=async_save),
             item_names=("state", "meta"),
         )
 
@@ -78,12 +80,14 @@ class CheckpointManager:
         meta = {**meta, FINGERPRINTS_KEY: fingerprints(state)}
         return self._manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                    meta=ocp.args.JsonSave(meta)),
             force=force,
         )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """Restore `step` into the shapes, dtypes and shardings of `abstract_state`.
+    def restore(self, step: int, abstract_state: Any | None) -> tuple[Any, dict[str, Any]]:
+        """Restore `step` into the shapes, dtypes and shardings of `abstract_state` (None: as
+        saved, in plain dicts and lists, on the default device).
 
         Raises CheckpointError when the arrays do not match the fingerprints saved with them.
         """
@@ -98,9 +102,10 @@ class CheckpointManager:
             raise CheckpointError(f"{self.step_directory(step)}: its metadata does not describe "
                                   f"step {step}: {str(meta)[:200]}")
         expected = meta.get(FINGERPRINTS_KEY)
-        if expected is None:
-            raise CheckpointError(f"{self.step_directory(step)}: its metadata holds no array "
-                                  "fingerprints, so its contents cannot be verified")
+        if expected is None:  # saved before checkpoints carried fingerprints
+            logging.warning("%s holds no array fingerprints: restored unverified",
+                            self.step_directory(step))
+            return state, meta
         actual = fingerprints(state)
         differing = sorted(k for k in actual.keys() | expected.keys()
                            if actual.get(k) != expected.get(k))
@@ -110,13 +115,15 @@ class CheckpointManager:
                 f"saved (a corrupted file), e.g. {', '.join(differing[:3])}")
         return state, meta
 
-    def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]] | None:
+    def restore_latest(self, abstract_state: Any | None, *,
+                       set_aside: bool = True) -> tuple[int, Any, dict[str, Any]] | None:
         """(step, state, meta) of the newest step that restores and verifies; None without steps.
 
         Each unusable step is logged with its reason. Once an older step restores, the newer
         broken ones are moved to `set_aside_directory` (so that training can save those steps
-        again). If no step restores, nothing is moved and CheckpointError lists every reason:
-        that is a config that no longer fits the checkpoints as often as it is corruption.
+        again) unless `set_aside` is False. If no step restores, nothing is moved and
+        CheckpointError lists every reason: that is a config that no longer fits the
+        checkpoints as often as it is corruption.
         """
         failures: list[tuple[int, str]] = []
         for step in reversed(self.all_steps()):
@@ -127,13 +134,13 @@ class CheckpointManager:
                 logging.error("checkpoint step %d is unusable: %s", step, reason)
                 failures.append((step, reason))
                 continue
-            for bad_step, _ in failures:
-                self._set_aside(bad_step)
-            if failures:
+            if failures and set_aside:
+                for bad_step, _ in failures:
+                    self._set_aside(bad_step)
                 self._manager.reload()
-                logging.warning("resuming from step %d, the newest usable checkpoint; unusable "
-                                "newer steps %s were moved to %s", step,
-                                [s for s, _ in failures], self.set_aside_directory)
+                logging.warning("using step %d, the newest usable checkpoint; unusable newer "
+                                "steps %s were moved to %s", step, [s for s, _ in failures],
+                                self.set_aside_directory)
             return step, state, meta
         if failures:
             raise CheckpointError(
@@ -161,8 +168,9 @@ class CheckpointManager:
                 f"saving a checkpoint in {self.directory} failed ({error}); the newest finished "
                 f"one, step {self._manager.latest_step()}, is kept") from error
         self._manager.reload()  # only steps whose save finished: a failed one is not listed
-        for step in self.all_steps()[: -self._keep]:
-            self._manager.delete(step)
+        if self._keep is not None:
+            for step in self.all_steps()[: -self._keep]:
+                self._manager.delete(step)
 
     def close(self) -> None:
         self.wait()
@@ -178,8 +186,18 @@ def fingerprints(tree: Any) -> dict[str, int]:
     """
     paths_and_leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     values = _fingerprint_leaves([leaf for _, leaf in paths_and_leaves])
-    return {jax.tree_util.keystr(path): int(np.asarray(value.addressable_data(0)))
+    return {_path_name(path): int(np.asarray(value.addressable_data(0)))
             for (path, _), value in zip(paths_and_leaves, values)}
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+    """"params/bert/..." whatever containers hold the leaf: restored without a target, a state
+    saved as dataclasses and named tuples comes back as dicts and lists."""
+    names = []
+    for key in path:
+        attribute = next((a for a in ("name", "key", "idx") if hasattr(key, a)), None)
+        names.append(str(getattr(key, attribute) if attribute else key))
+    return "/".join(names)
 
 
 _UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}
@@ -247,13 +265,14 @@ def load_params(directory: str) -> Any:
     params_dir = os.path.abspath(os.path.join(directory, PARAMS_DIR))
     if os.path.isdir(params_dir):
         return ocp.StandardCheckpointer().restore(params_dir)
-    checkpoints = os.path.join(directory, CHECKPOINTS_DIR)
-    if os.path.isdir(checkpoints):
-        manager = ocp.CheckpointManager(os.path.abspath(checkpoints), item_names=("state", "meta"))
-        step = manager.latest_step()
-        if step is not None:
-            logging.info("loading params of step %d from %s", step, checkpoints)
-            restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    if os.path.isdir(os.path.join(directory, CHECKPOINTS_DIR)):
+        manager = CheckpointManager(directory, keep=None)  # reads only: deletes and moves nothing
+        try:
+            restored = manager.restore_latest(None, set_aside=False)
+        finally:
             manager.close()
-            return restored.state["params"]
+        if restored is not None:
+            step, state, _ = restored
+            logging.info("loading params of step %d from %s", step, manager.directory)
+            return state["params"]
     raise FileNotFoundError(f"no params in {directory}: neither {PARAMS_DIR}/ nor a checkpoint")

@@ -40,7 +40,8 @@ def pretrain_command(workdir: Path, cache_dir: Path, steps: int) -> list[str]:
         sys.executable, "-m", "bert.pretrain", "--config", "experiments/pretrain/tiny.py",
         f"--workdir={workdir}", f"--config.train_steps={steps}",
         "--config.data.train_files=data/sotu/train/191*.txt",
-        "--config.data.eval_files=data/sotu/eval/19[24]*.txt", f"--config.data.cache_dir={cache_dir}",
+        "--config.data.eval_files=data/sotu/eval/19[24]*.txt",
+        f"--config.data.cache_dir={cache_dir}",
         "--config.model.vocab_size=1000", "--config.batch_size=4", "--config.max_seq_len=32",
         "--config.max_predictions_per_seq=5", "--config.warmup_steps=2",
         "--config.schedule_steps=1000",  # the step compiles the same whatever train_steps is
@@ -64,7 +65,8 @@ def run_to_end(command: list[str], env: dict[str, str]) -> str:
     """Runs `command` to completion; returns its log (stderr), raising if it failed."""
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
     return done.stderr
 
 
@@ -175,7 +177,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--steps", type=int, default=90)
-    parser.add_argument("--seed", type=int, default=None, help="for the kill steps; random if unset")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the kill steps; random if unset")
     parser.add_argument("--workdir", type=Path, default=None, help="kept afterwards if given")
     args = parser.parse_args()
     seed = random.SystemRandom().randrange(2**31) if args.seed is None else args.seed
