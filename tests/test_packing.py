@@ -277,3 +277,13 @@ def test_pretrain_command_runs_with_packing(tmp_path):
     rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in rows] == [2] and np.isfinite(rows[0]["loss"])
     assert 0.0 <= rows[0]["nsp_accuracy"] <= 1.0
+
+
+def test_packing_settings_are_validated_naming_the_key():
+    from bert.config import validate
+
+    validate(tiny_config(**{"data.packing": True}))
+    with pytest.raises(ValueError, match="config.max_predictions_per_seq"):
+        validate(tiny_config(**{"data.packing": True, "max_seq_len": 32}))  # 3 slots < 4 masks
+    with pytest.raises(ValueError, match="config.data.max_instances_per_pack"):
+        validate(tiny_config(**{"data.max_instances_per_pack": 0}))
