@@ -429,39 +429,39 @@ def pipeline_benchmark(config: ConfigDict, workdir: Path, *, steps: int,
     return results
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config file")
-_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results")
-_SECTIONS = flags.DEFINE_list("sections", ["prep", "packing", "pipeline"],
-                              "which measurements: prep, packing, pipeline")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed repeats of each preparation; best reported")
-_STEPS = flags.DEFINE_integer("steps", 100, "train steps and batches timed per pipeline setting")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/bench_data",
-                               "tokenizer and prepared-data cache (tokenizer training is untimed)")
-
-
 def main(argv: list[str]) -> None:
     del argv
-    config = _CONFIG.value
-    workdir = Path(_WORKDIR.value)
+    options = flags.FLAGS
+    config, workdir = options.config, Path(options.workdir)
     cache = workdir / "data"
     settings = DataSettings.from_config(config.data,
                                         max_predictions_per_seq=config.max_predictions_per_seq)
     tokenizer = trained_tokenizer(settings, vocab_size=config.model.vocab_size, cache_dir=cache)
     results: dict[str, Any] = {}
-    if "prep" in _SECTIONS.value:
-        results["prep"] = prep_benchmark(config, tokenizer, repeats=_REPEATS.value,
+    if "prep" in options.sections:
+        results["prep"] = prep_benchmark(config, tokenizer, repeats=options.repeats,
                                          scratch=cache)
-    if "packing" in _SECTIONS.value:
+    if "packing" in options.sections:
         results["packing"] = packing_benchmark(config, tokenizer)
-    if "pipeline" in _SECTIONS.value:
-        results["pipeline"] = pipeline_benchmark(config, workdir, steps=_STEPS.value)
+    if "pipeline" in options.sections:
+        results["pipeline"] = pipeline_benchmark(config, workdir, steps=options.steps)
     text = json.dumps(results, indent=2)
     print(text)
-    if _OUTPUT.value:
-        Path(_OUTPUT.value).parent.mkdir(parents=True, exist_ok=True)
-        Path(_OUTPUT.value).write_text(text + "\n")
+    if options.output:
+        Path(options.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.output).write_text(text + "\n")
 
 
 if __name__ == "__main__":
+    # Defined here, not at import: tests import the reference from this module alongside other
+    # command-line modules, and absl flags may be defined only once per process.
+    config_flags.DEFINE_config_file("config", None, "pretraining config file")
+    flags.DEFINE_string("output", None, "JSON file for the results")
+    flags.DEFINE_list("sections", ["prep", "packing", "pipeline"],
+                      "which measurements: prep, packing, pipeline")
+    flags.DEFINE_integer("repeats", 3, "timed repeats of each preparation; best reported")
+    flags.DEFINE_integer("steps", 100, "train steps and batches timed per block")
+    flags.DEFINE_string("workdir", "runs/bench_data",
+                        "tokenizer and prepared-data cache (tokenizer training is untimed)")
     flags.mark_flags_as_required(["config"])
     app.run(main)
