@@ -15,18 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 from bert import checkpoint
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
-from bert.pretrain import train_and_evaluate
+from bert.pretrain import train_and_evaluate  # also defines --config and --workdir
 from bert.tokenizer import Tokenizer, load_tokenizer
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/pretrain/demo.py", "experiment config file", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "work directory")
 _EXAMPLES = flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
 
 
@@ -101,11 +97,14 @@ def summarize(config: ConfigDict, workdir: str) -> str:
 def main(argv: list[str]) -> None:
     del argv
     setup_logging()
-    config, workdir = _CONFIG.value, _WORKDIR.value
+    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(config, workdir)
     print(summarize(config, workdir))
 
 
 if __name__ == "__main__":
+    # bert.pretrain owns the flags; the demo only changes their defaults.
+    flags.FLAGS.set_default("config", "experiments/pretrain/demo.py")
+    flags.FLAGS.set_default("workdir", "runs/demo")
     app.run(main)
