@@ -64,8 +64,25 @@ def fill_in_masks(model: BertForPreTraining, params, tokenizer: Tokenizer, sente
     for p, guesses in zip(positions, top):
         options = "/".join(tokenizer.id_to_token(int(g)) for g in guesses)
         shown.append(f"{tokenizer.id_to_token(ids[p])} -> [{options}]")
-    text = tokenizer.decode([t if i not in positions else tokenizer.mask_id for i, t in enumerate(ids)])
+    text = _with_masks_shown(tokenizer, ids, set(positions))
     return f"  {text}\n      " + "; ".join(shown)
+
+
+def _with_masks_shown(tokenizer: Tokenizer, ids: list[int], masked: set[int]) -> str:
+    """The sentence with each masked word as [MASK] (decoding drops the mask token itself)."""
+    parts, run = [], []
+    for i, token in enumerate(ids):
+        if i in masked:
+            if run:
+                parts.append(tokenizer.decode(run))
+                run = []
+            if i - 1 not in masked:
+                parts.append("[MASK]")
+        else:
+            run.append(token)
+    if run:
+        parts.append(tokenizer.decode(run))
+    return " ".join(parts)
 
 
 def summarize(config: ConfigDict, workdir: str) -> str:
