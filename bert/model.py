@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert import ops
+
 Array = jax.Array
 
 # (num_layers, hidden_size, num_heads); the intermediate size is 4 × hidden as in the paper.
@@ -136,7 +138,7 @@ class Embeddings(nn.Module):
             cfg.type_vocab_size, cfg.hidden_size, embedding_init=_dense_init(cfg, (None, "embed"))
         )
         self.layer_norm = _layer_norm(cfg, "layer_norm")
-        self.dropout = nn.Dropout(cfg.dropout_rate)
+        self.dropout = ops.Dropout(cfg.dropout_rate)
 
     def __call__(
         self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool
@@ -161,6 +163,7 @@ class SelfAttention(nn.Module):
         qkv = nn.DenseGeneral(
             features=(3, cfg.num_heads, cfg.head_size),
             dtype=cfg.compute_dtype,
+            dot_general=ops.dense_dot_general,
             kernel_init=_dense_init(cfg, ("embed", None, "heads", "kv")),
             bias_init=_zeros((None, "heads", "kv")),
             name="qkv",
@@ -174,6 +177,7 @@ class SelfAttention(nn.Module):
             features=cfg.hidden_size,
             axis=(-2, -1),
             dtype=cfg.compute_dtype,
+            dot_general=ops.dense_dot_general,
             kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
             bias_init=_zeros(("embed",)),
             name="out",
@@ -188,7 +192,7 @@ class SelfAttention(nn.Module):
         big_negative = jnp.finfo(jnp.float32).min
         scores = jnp.where(attention_mask, scores.astype(jnp.float32), big_negative)
         probs = jax.nn.softmax(scores, axis=-1).astype(query.dtype)
-        probs = nn.Dropout(self.config.attention_dropout_rate)(probs, deterministic=False)
+        probs = ops.Dropout(self.config.attention_dropout_rate)(probs, deterministic=False)
         return jnp.einsum("bnts,bsnd->btnd", probs, value)  # (B, T, N, D)
 
 
@@ -201,6 +205,7 @@ class FeedForward(nn.Module):
         h = nn.Dense(
             cfg.intermediate_size,
             dtype=cfg.compute_dtype,
+            dot_general=ops.dense_dot_general,
             kernel_init=_dense_init(cfg, ("embed", "mlp")),
             bias_init=_zeros(("mlp",)),
             name="intermediate",
@@ -209,6 +214,7 @@ class FeedForward(nn.Module):
         return nn.Dense(
             cfg.hidden_size,
             dtype=cfg.compute_dtype,
+            dot_general=ops.dense_dot_general,
             kernel_init=_dense_init(cfg, ("mlp", "embed")),
             bias_init=_zeros(("embed",)),
             name="output",
@@ -223,7 +229,7 @@ class EncoderBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, attention_mask: Array, deterministic: bool) -> Array:
         cfg = self.config
-        dropout = nn.Dropout(cfg.dropout_rate)
+        dropout = ops.Dropout(cfg.dropout_rate)
         attended = SelfAttention(cfg, name="attention")(x, attention_mask, deterministic)
         x = _layer_norm(cfg, "attention_norm")(x + dropout(attended, deterministic=deterministic))
         x = x.astype(cfg.compute_dtype)
@@ -262,6 +268,7 @@ class BertModel(nn.Module):
         self.pooler = nn.Dense(
             cfg.hidden_size,
             dtype=cfg.compute_dtype,
+            dot_general=ops.dense_dot_general,
             kernel_init=_dense_init(cfg, ("embed", "embed_out")),
             bias_init=_zeros(("embed_out",)),
         )
@@ -316,6 +323,7 @@ class MaskedLMHead(nn.Module):
         h = nn.Dense(
             cfg.hidden_size,
             dtype=cfg.compute_dtype,
+            dot_general=ops.dense_dot_general,
             kernel_init=_dense_init(cfg, ("embed", "embed_out")),
             bias_init=_zeros(("embed_out",)),
             name="transform",

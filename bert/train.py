@@ -84,10 +84,6 @@ def _split_micro_batches(batch: Batch, num_micro: int) -> dict[str, Array]:
     return {k: split(v) for k, v in batch.items()}
 
 
-def _all_finite(tree: Any) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def make_train_step(
     model: BertForPreTraining,
     tx: optax.GradientTransformation,
@@ -140,18 +136,24 @@ def make_train_step(
             )
         grads, sums = cross_device_sum((grads, sums))
 
-        finite = _all_finite(grads) & jnp.isfinite(sums["mlm_loss_sum"]) & jnp.isfinite(
+        # A NaN or infinity in any gradient makes the global norm non-finite: one reduction.
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["mlm_loss_sum"]) & jnp.isfinite(
             sums["nsp_loss_sum"]
         )
-        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        new_state = TrainState(
-            step=state.step + 1,
-            params=keep(new_params, state.params),
-            opt_state=keep(new_opt_state, state.opt_state),
+
+        def update(params: Any, opt_state: Any) -> tuple[Any, Any]:
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        # A cond rather than a select over the new and old trees: the skip branch costs nothing
+        # and the update happens in place in the donated buffers.
+        new_params, new_opt_state = jax.lax.cond(
+            finite, update, lambda params, opt_state: (params, opt_state),
+            state.params, state.opt_state,
         )
-        sums = dict(sums, grad_norm=optax.tree.norm(grads), nonfinite=1.0 - finite.astype(jnp.float32))
+        new_state = TrainState(step=state.step + 1, params=new_params, opt_state=new_opt_state)
+        sums = dict(sums, grad_norm=grad_norm, nonfinite=1.0 - finite.astype(jnp.float32))
         return new_state, sums
 
     return train_step
