@@ -1,0 +1,47 @@
+"""bert.bench: the FLOP count, the flags workers get, and the JSON a real (tiny) run writes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bert import bench
+
+
+def test_model_flops_match_a_hand_count_of_bert_base():
+    b, s, layers, h, v, p = 8, 128, 12, 768, 30522, 20
+    # Per token and layer: QKV 3·H², attention output H², MLP 2·4·H² -> 12·H² multiply-adds,
+    # plus the pooler's H²; scores and context 2·S·H per layer; MLM head H² + H·V per
+    # prediction. Two FLOPs per multiply-add, times three for forward + backward.
+    encoder = b * s * (layers * (3 * h * h + h * h + 8 * h * h) + h * h)
+    attention = b * s * layers * 2 * s * h
+    head = b * p * (h * h + h * v)
+    expected = 2 * 3 * (encoder + attention + head)
+    assert bench.model_flops_per_step(b, s, layers, h, v, p) == expected
+    assert bench.model_flops_per_step(b, s, layers, h, v, p) == pytest.approx(563.03e9, rel=1e-4)
+
+
+def test_workers_get_every_flag_but_the_parents_own():
+    args = ["--config", "c.py", "--vs", "torch", "--output=o.json", "--steps=2", "--vs=hf_flax",
+            "--output", "x.json", "--repeats", "3"]
+    assert bench._worker_args(args) == ["--config", "c.py", "--steps=2", "--repeats", "3"]
+
+
+def test_a_tiny_run_writes_the_documented_json(tmp_path):
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+               "--seq_len", "32", "--batch_size", "2", "--steps", "2", "--warmup_steps", "0",
+               "--repeats", "2", "--output", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["peak_flops"] == max(report["peak_flops_by_impl"].values()) > 0
+    (result,) = report["results"]
+    assert result["impl"] == "bert-jax"
+    assert result["steps_timed"] == 4 and len(result["step_ms_round_medians"]) == 2
+    assert result["tokens_per_sec"] == pytest.approx(2 * 32 / (result["step_ms"] / 1e3))
+    assert result["mfu"] == pytest.approx(
+        result["model_flops_per_step"] / (result["step_ms"] / 1e3) / report["peak_flops"])
+    assert result["config"]["seq_len"] == 32 and result["config"]["predictions"] == 5
+    assert result["peak_memory_bytes"] > 0
+    assert "bert-jax" in done.stdout and "tokens/s" in done.stdout
