@@ -1,9 +1,9 @@
-# Two commands from a fresh machine: `make demo` and `make test`.
+# Two commands from a fresh machine: `make demo` and `make test`; `make bench` for docs/PERFORMANCE.md.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test bench install install-test install-bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,35 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
+# The benchmark's peers pin transformers 4.57 (the last with FlaxBertForPreTraining), which the
+# test venv's transformers and tokenizers pins exclude: they get a venv of their own, with the
+# library's pins except tokenizers, which transformers 4.57 picks.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: requirements.txt requirements-bench.txt
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q $$(grep -E '^torch==' requirements-bench.txt)
+	$(BENCH_PY) -m pip install -q $$(grep -vE '^(#|tokenizers==|$$)' requirements.txt) -r requirements-bench.txt
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(BENCH_VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m bert.demo --workdir runs/demo
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
+
+# BERT-base, 128 tokens, batch 8, fp32: ours vs transformers' PyTorch and Flax BERT, three
+# interleaved rounds (about 15 minutes on 2 CPU cores). Tables: docs/PERFORMANCE.md.
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
+		--seq_len 128 --batch_size 8 --steps 10 --warmup_steps 3 --repeats 3 \
+		--output results/bench_base_seq128.json
 
 clean:
 	rm -rf runs
