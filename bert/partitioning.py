@@ -11,9 +11,11 @@ runner it drives.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
-from typing import Any, Callable, Mapping, Sequence
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -260,6 +262,7 @@ class Runner:
 
     Interface shared with PmapRunner: `init_state(rng)`, `abstract_state` (for orbax restore),
     `train_step(state, host_batch, base_rng)`, `eval_step(params, host_batch)`, `place_batch`,
+    `train_step_placed(state, place_batch(host_batch), base_rng)`,
     `batch` (the BatchLayout) and `num_batch_shards`. Host batches are this process's rows of
     the global batch, [batch.per_host, ...] numpy arrays.
     """
@@ -342,7 +345,12 @@ class Runner:
 
     def train_step(self, state: train.TrainState, host_batch: Mapping[str, np.ndarray],
                    base_rng: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:
-        return self.jitted_train_step(state, self.place_batch(host_batch), base_rng)
+        return self.train_step_placed(state, self.place_batch(host_batch), base_rng)
+
+    def train_step_placed(self, state: train.TrainState, batch: Mapping[str, jax.Array],
+                          base_rng: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:
+        """The step on a batch `place_batch` made (see DevicePrefetcher)."""
+        return self.jitted_train_step(state, batch, base_rng)
 
     def eval_step(self, params: Any, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         return self._eval_step(params, self.place_batch(host_batch))
@@ -431,10 +439,49 @@ class PmapRunner:
 
     def train_step(self, state: train.TrainState, host_batch: Mapping[str, np.ndarray],
                    base_rng: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:
-        return self._global(self.pmapped_train_step(state, self.place_batch(host_batch), base_rng))
+        return self.train_step_placed(state, self.place_batch(host_batch), base_rng)
+
+    def train_step_placed(self, state: train.TrainState, batch: Mapping[str, np.ndarray],
+                          base_rng: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:
+        return self._global(self.pmapped_train_step(state, batch, base_rng))
 
     def eval_step(self, params: Any, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         return self._global(self._eval_step(params, self.place_batch(host_batch)))
+
+
+class DevicePrefetcher:
+    """Batches placed on the devices ahead of the step that consumes them.
+
+    Iterating yields `place(host_batch)` for each host batch, keeping `ahead` placed batches
+    queued behind the one handed out, so the transfer of batch s + 1 overlaps step s (steps are
+    dispatched asynchronously). `wait_seconds` adds up the time `__next__` blocked on the host
+    pipeline and on placement: the time the train loop could not dispatch its next step.
+    """
+
+    def __init__(self, host_batches: Iterator[Mapping[str, np.ndarray]],
+                 place: Callable[[Mapping[str, np.ndarray]], Any], ahead: int = 1) -> None:
+        self._host_batches = host_batches
+        self._place = place
+        self._ahead = ahead
+        self._queue: collections.deque = collections.deque()
+        self.wait_seconds = 0.0
+
+    def __iter__(self) -> "DevicePrefetcher":
+        return self
+
+    def __next__(self) -> Any:
+        start = time.perf_counter()
+        try:
+            while len(self._queue) <= self._ahead:
+                try:
+                    self._queue.append(self._place(next(self._host_batches)))
+                except StopIteration:
+                    break
+            if not self._queue:
+                raise StopIteration
+            return self._queue.popleft()
+        finally:
+            self.wait_seconds += time.perf_counter() - start
 
 
 def build_runner(config: ConfigDict, model: BertForPreTraining, tx: optax.GradientTransformation,

@@ -33,7 +33,7 @@ from bert.config import model_config, validate
 from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
 from bert.optim import learning_rate_schedule, make_optimizer
-from bert.partitioning import Runner, build_runner
+from bert.partitioning import DevicePrefetcher, Runner, build_runner
 
 EXPERIMENT_CONFIG_FILE = "experiment_config.json"
 
@@ -175,6 +175,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                                        seed=config.seed,
                                        start_step=int(meta.get("data_position", start_step)),
                                        num_workers=config.data.num_workers, **hosts)
+    # Batch s + 1 is on the devices while step s runs; wait_seconds is the loop's input wait.
+    train_batches = DevicePrefetcher(train_batches, runner.place_batch)
     writer = MetricsWriter(workdir, resume_step=start_step)
     schedule = learning_rate_schedule(config)
     nsp_weight = config.data.nsp_weight
@@ -190,13 +192,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     saved_window = meta.get("window", {})
     window_steps = int(saved_window.get("steps", 0))
     window_sums = {k: np.float32(v) for k, v in saved_window.get("sums", {}).items()}
-    timed_steps, timer_start = 0, time.perf_counter()
+    timed_steps, timer_start, wait_start = 0, time.perf_counter(), 0.0
     final_eval: dict[str, float] = {}
     stop = _StopRequest()
     try:
         with stop:
             for step in range(start_step + 1, config.train_steps + 1):
-                state, sums = runner.train_step(state, next(train_batches), dropout_rng)
+                state, sums = runner.train_step_placed(state, next(train_batches), dropout_rng)
                 # Summed on device so that logging a window costs one transfer, not one per step.
                 window_sums = _accumulate(window_sums or _empty_window(sums), sums)
                 window_steps += 1
@@ -208,6 +210,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                     logging.info("first step (compilation included) took %.1fs",
                                  time.perf_counter() - timer_start)
                     timed_steps, timer_start = 0, time.perf_counter()
+                    wait_start = train_batches.wait_seconds
                 if config.on_nonfinite == "stop" and float(sums["nonfinite"]):
                     # The step left params and optimizer state untouched, so `state` is the last
                     # good one; resuming continues after the offending batch.
@@ -219,9 +222,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                     )
                 if step % config.log_every == 0 or step == config.train_steps:
                     _log_window(writer, progress, step, config, (window_steps, window_sums),
-                                schedule, timed_steps, time.perf_counter() - timer_start)
+                                schedule, timed_steps, time.perf_counter() - timer_start,
+                                train_batches.wait_seconds - wait_start)
                     window_sums, window_steps = {}, 0
                     timed_steps, timer_start = 0, time.perf_counter()
+                    wait_start = train_batches.wait_seconds
                 if eval_batches and (step % config.eval_every == 0 or step == config.train_steps):
                     final_eval = evaluate(runner, state.params, eval_batches, nsp_weight)
                     writer.write(step, final_eval, prefix="eval_")
@@ -246,8 +251,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
 
 def _log_window(writer: MetricsWriter, progress: tqdm, step: int, config: ConfigDict,
                 window: tuple[int, dict[str, Any]], schedule: Any, timed_steps: int,
-                elapsed: float) -> None:
-    """One metrics row (and log line) for the steps since the last one."""
+                elapsed: float, input_wait: float) -> None:
+    """One metrics row (and log line) for the steps since the last one.
+
+    input_wait_fraction is the share of the window's time the loop spent waiting for its next
+    batch (host pipeline and placement) instead of dispatching steps; near 0 means the input
+    pipeline keeps up.
+    """
     window_steps, window_sums = window
     host = _host_sum(window_sums)
     finite_steps = window_steps - int(host["nonfinite"])
@@ -258,6 +268,7 @@ def _log_window(writer: MetricsWriter, progress: tqdm, step: int, config: Config
         learning_rate=float(schedule(step - 1)),
         tokens_per_sec=config.batch_size * config.max_seq_len * timed_steps / elapsed,
         steps_per_sec=timed_steps / elapsed,
+        input_wait_fraction=input_wait / elapsed,
         grad_norm=host["grad_norm"] / max(finite_steps, 1),
         nonfinite_steps=host["nonfinite"],
     )

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # Fields that measure the machine, not the run.
-TIMING_FIELDS = ("tokens_per_sec", "steps_per_sec")
+TIMING_FIELDS = ("tokens_per_sec", "steps_per_sec", "input_wait_fraction")
 CHECKPOINT_EVERY = 3  # not a multiple of LOG_EVERY: restarts then begin inside a metrics window
 LOG_EVERY = 2
 FIRST_STEP_MARK = "first step (compilation included)"  # logged by bert.pretrain after step 1
