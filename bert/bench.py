@@ -30,18 +30,27 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "pretraining config file")
-_VS = flags.DEFINE_list("vs", [], "peers to run as well: torch, hf_flax")
-_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "tokens per sequence (default: config.max_seq_len)")
-_BATCH = flags.DEFINE_integer("batch_size", None, "sequences per step (default: config.batch_size)")
-_STEPS = flags.DEFINE_integer("steps", 20, "timed steps per implementation")
-_WARMUP = flags.DEFINE_integer("warmup_steps", 3, "untimed steps after compilation")
-_REPEATS = flags.DEFINE_integer(
-    "repeats", 1, "rounds over all implementations (ours, peers, ours, peers, ...), each in a fresh "
-    "process; step times are pooled, so load that comes and goes hits every implementation alike")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
-_WORKER = flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Only when run as a command: other CLIs define --config/--output too, and tests import
+    several of them into one process."""
+    config_flags.DEFINE_config_file("config", None, "pretraining config file")
+    flags.DEFINE_list("vs", [], "peers to run as well: torch, hf_flax")
+    flags.DEFINE_string("output", None, "JSON file for the results")
+    flags.DEFINE_integer("seq_len", None, "tokens per sequence (default: config.max_seq_len)")
+    flags.DEFINE_integer("batch_size", None, "sequences per step (default: config.batch_size)")
+    flags.DEFINE_integer("steps", 20, "timed steps per implementation")
+    flags.DEFINE_integer("warmup_steps", 3, "untimed steps after compilation")
+    flags.DEFINE_integer(
+        "repeats", 1, "rounds over all implementations (ours, peers, ours, peers, ...), each in a "
+        "fresh process; step times are pooled, so load that comes and goes hits every "
+        "implementation alike")
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+    flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
+    flags.mark_flags_as_required(["config"])
+
 
 IMPLS = ("bert-jax", "torch", "hf_flax")
 
@@ -57,14 +66,14 @@ def _shapes(config: Any) -> dict[str, Any]:
     from bert.config import model_config
 
     model = model_config(config)
-    seq = _SEQ_LEN.value or config.max_seq_len
+    seq = FLAGS.seq_len or config.max_seq_len
     predictions = (config.max_predictions_per_seq if seq == config.max_seq_len
                    else math.ceil(0.15 * seq))
     return dict(
-        batch_size=_BATCH.value or config.batch_size, seq_len=seq, predictions=predictions,
+        batch_size=FLAGS.batch_size or config.batch_size, seq_len=seq, predictions=predictions,
         num_layers=model.num_layers, hidden_size=model.hidden_size, num_heads=model.num_heads,
         intermediate_size=model.intermediate_size, vocab_size=model.vocab_size,
-        dtype=_DTYPE.value, dropout=0.1,
+        dtype=FLAGS.dtype, dropout=0.1,
     )
 
 
@@ -279,9 +288,9 @@ _RUNNERS = {"bert-jax": run_bert_jax, "torch": run_torch, "hf_flax": run_hf_flax
 
 
 def _run_worker(impl: str) -> None:
-    config = _CONFIG.value
+    config = FLAGS.config
     s = _shapes(config)
-    raw = _RUNNERS[impl](config, s, _STEPS.value, _WARMUP.value)
+    raw = _RUNNERS[impl](config, s, FLAGS.steps, FLAGS.warmup_steps)
     if raw["peak_memory_bytes"] is None:  # CPU: the worker's peak resident set
         raw["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print("BENCH_RESULT " + json.dumps(raw))
@@ -336,32 +345,32 @@ def summarize(impl: str, raws: list[dict[str, Any]], s: dict[str, Any],
 
 
 def main(argv: list[str]) -> None:
-    if _WORKER.value:
-        _run_worker(_WORKER.value)
+    if FLAGS.worker:
+        _run_worker(FLAGS.worker)
         return
-    unknown = sorted(set(_VS.value) - set(IMPLS[1:]))
+    unknown = sorted(set(FLAGS.vs) - set(IMPLS[1:]))
     if unknown:
         raise app.UsageError(f"--vs: unknown peer(s) {', '.join(unknown)}; choose from torch, hf_flax")
-    s = _shapes(_CONFIG.value)
+    s = _shapes(FLAGS.config)
     passthrough = _worker_args(sys.argv[1:])
-    impls = ("bert-jax", *_VS.value)
+    impls = ("bert-jax", *FLAGS.vs)
     raws: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     peaks: dict[str, float] = {}
-    for round_index in range(_REPEATS.value):
+    for round_index in range(FLAGS.repeats):
         # The best rate seen in any round: a peak measured under load would flatter the MFU.
         for name, rate in measure_peak_flops(s["dtype"]).items():
             peaks[name] = max(rate, peaks.get(name, 0.0))
         for impl in impls:
-            print(f"running {impl} (round {round_index + 1}/{_REPEATS.value}) ...", flush=True)
+            print(f"running {impl} (round {round_index + 1}/{FLAGS.repeats}) ...", flush=True)
             raws[impl].append(_spawn(impl, passthrough))
     peak = max(peaks.values())
     results = [summarize(impl, raws[impl], s, peak) for impl in impls]
     load = os.getloadavg()
     report = dict(peak_flops=peak, peak_flops_by_impl=peaks, results=results,
                   machine=_machine(), load_average_at_end=load)
-    if _OUTPUT.value:
-        os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-        with open(_OUTPUT.value, "w") as f:
+    if FLAGS.output:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+        with open(FLAGS.output, "w") as f:
             json.dump(report, f, indent=2)
     print(format_table(report))
 
@@ -383,5 +392,5 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
+    define_flags()
     app.run(main)

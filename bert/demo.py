@@ -20,10 +20,9 @@ from ml_collections import ConfigDict
 from bert import checkpoint
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
-from bert.pretrain import train_and_evaluate  # also defines --config and --workdir
+from bert.pretrain import define_flags, train_and_evaluate
 from bert.tokenizer import Tokenizer, load_tokenizer
 
-_EXAMPLES = flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
 
 
 def _held_out_sentences(pattern: str, count: int, rng: np.random.Generator) -> list[str]:
@@ -85,7 +84,7 @@ def _with_masks_shown(tokenizer: Tokenizer, ids: list[int], masked: set[int]) ->
     return " ".join(parts)
 
 
-def summarize(config: ConfigDict, workdir: str) -> str:
+def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
     """Before/after eval metrics and filled-in masks, read back from the work directory."""
     records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
     evals = [r for r in records if "eval_mlm_loss" in r]
@@ -106,7 +105,7 @@ def summarize(config: ConfigDict, workdir: str) -> str:
     params = checkpoint.load_params(workdir)
     rng = np.random.default_rng(config.seed)
     eval_pattern = str(config.data.eval_files).split(",")[0]
-    for sentence in _held_out_sentences(eval_pattern, _EXAMPLES.value, rng):
+    for sentence in _held_out_sentences(eval_pattern, examples, rng):
         lines.append(fill_in_masks(model, params, tokenizer, sentence, rng))
     return "\n".join(lines)
 
@@ -117,11 +116,13 @@ def main(argv: list[str]) -> None:
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(config, workdir)
-    print(summarize(config, workdir))
+    print(summarize(config, workdir, flags.FLAGS.examples))
 
 
 if __name__ == "__main__":
-    # bert.pretrain owns the flags; the demo only changes their defaults.
+    # bert.pretrain owns --config and --workdir; the demo only changes their defaults.
+    define_flags()
+    flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
     flags.FLAGS.set_default("config", "experiments/pretrain/demo.py")
     flags.FLAGS.set_default("workdir", "runs/demo")
     app.run(main)

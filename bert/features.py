@@ -178,13 +178,18 @@ def write_features(checkpoint_dir: str, input_path: str, output_path: str, layer
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "Model folder or pretraining work directory.")
-flags.DEFINE_string("input", None, "UTF-8 text, one sentence or 'first ||| second' pair per line.")
-flags.DEFINE_string("output", None, "The .npz file to write.")
-flags.DEFINE_list("layers", ["-1", "-2", "-3", "-4"],
-                  "Layers to keep: 0 embeddings, i block i, negative from the top.")
-flags.DEFINE_integer("batch_size", 32, "Lines per forward pass.")
-flags.DEFINE_integer("max_seq_len", None, "Cap on T; default: the model's max_position_embeddings.")
+
+
+def define_flags() -> None:
+    """Only when run as a command (other CLIs share flag names like --output)."""
+    flags.DEFINE_string("checkpoint", None, "Model folder or pretraining work directory.")
+    flags.DEFINE_string("input", None, "UTF-8 text, one sentence or 'first ||| second' pair per line.")
+    flags.DEFINE_string("output", None, "The .npz file to write.")
+    flags.DEFINE_list("layers", ["-1", "-2", "-3", "-4"],
+                      "Layers to keep: 0 embeddings, i block i, negative from the top.")
+    flags.DEFINE_integer("batch_size", 32, "Lines per forward pass.")
+    flags.DEFINE_integer("max_seq_len", None, "Cap on T; default: the model's max_position_embeddings.")
+    flags.mark_flags_as_required(["checkpoint", "input", "output"])
 
 
 def main(argv: list[str]) -> None:
@@ -202,5 +207,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["checkpoint", "input", "output"])
+    define_flags()
     app.run(main)

@@ -294,8 +294,10 @@ def _format(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and data")
+def define_flags() -> None:
+    """Only when run as a command (bert.demo reuses them); other CLIs define --config too."""
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and data")
 
 
 def main(argv: list[str]) -> None:
@@ -303,7 +305,7 @@ def main(argv: list[str]) -> None:
     setup_logging()
     try:
         distributed.initialize_from_flags()  # first: before anything touches a device
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     # Bad config, data, paths or checkpoints, or a non-finite step with on_nonfinite='stop':
     # the message says which, so a traceback would only bury it.
     except (ValueError, OSError, FloatingPointError) as error:
@@ -311,5 +313,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

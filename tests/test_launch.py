@@ -36,7 +36,7 @@ def _pretrain_args(words: list[str], workdir: str) -> list[str]:
 
 # Parses argv as `python -m bert.pretrain` would, without running it: unknown flags and config
 # overrides naming no key raise (the config file is loaded and the overrides applied).
-_PARSE_ONLY = "import sys; from absl import flags; import bert.pretrain; flags.FLAGS(sys.argv)"
+_PARSE_ONLY = "import sys; from absl import flags; import bert.pretrain; bert.pretrain.define_flags(); flags.FLAGS(sys.argv)"
 
 
 def _flags_parse(command: list[str]) -> None:
