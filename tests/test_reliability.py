@@ -252,6 +252,7 @@ def poisoned_train_batches(*args, start_step=0, **kwargs):
         yield batch
 
 data.train_batches = poisoned_train_batches
+pretrain.define_flags()
 app.run(pretrain.main, argv=["bert.pretrain", *sys.argv[2:]])
 """
 
