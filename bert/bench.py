@@ -48,11 +48,24 @@ def define_flags() -> None:
         "fresh process; step times are pooled, so load that comes and goes hits every "
         "implementation alike")
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
+    flags.DEFINE_list("ablations", [], "bert-jax variants that each undo one optimization, run in "
+                      f"the same rounds: {', '.join(ABLATIONS)}")
     flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
     flags.mark_flags_as_required(["config"])
 
 
 IMPLS = ("bert-jax", "torch", "hf_flax")
+
+# bert-jax with one optimization undone (or one option turned on), for before/after tables.
+# Each runs as the implementation "bert-jax/<name>"; MFU still counts only the useful FLOPs.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no_donate": {"donate": False},  # params and optimizer state copied, not updated in place
+    "full_mlm_head": {"full_mlm_head": True},  # MLM decoder over all S positions, as the peers
+    "remat_full": {"model.remat": "full"},  # recompute every block in the backward pass
+    "remat_dots": {"model.remat": "dots"},  # keep matmul outputs, recompute the rest
+    "bf16": {"model.dtype": "bfloat16"},  # bf16 compute, fp32 master weights
+    "no_attention_dropout": {"model.attention_dropout_rate": 0.0},  # fused attention path
+}
 
 
 def model_flops_per_step(batch: int, seq: int, layers: int, hidden: int, vocab: int,
@@ -115,7 +128,8 @@ def _jax_peak_memory() -> int | None:
     return int(stats["peak_bytes_in_use"]) if stats else None
 
 
-def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
+                 ablation: str | None = None) -> dict[str, Any]:
     import jax
 
     from bert import train
@@ -125,11 +139,21 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dic
 
     config.model.dtype = s["dtype"]
     config.model.dropout_rate = config.model.attention_dropout_rate = s["dropout"]
+    variant = dict(ABLATIONS[ablation]) if ablation else {}
+    donate = variant.pop("donate", True)
+    full_mlm_head = variant.pop("full_mlm_head", False)
+    for key, value in variant.items():
+        section, name = key.split(".")
+        config[section][name] = value
     model = BertForPreTraining(model_config(config))
     tx = make_optimizer(config)
     state = train.create_train_state(model, tx, jax.random.key(0))
-    step_fn = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0), donate_argnums=(0,))
-    batch = jax.device_put(_synthetic_batch(s))
+    step_fn = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0),
+                      donate_argnums=(0,) if donate else ())
+    batch = _synthetic_batch(s)
+    if full_mlm_head:  # every position through the decoder; the loss still reads the masked ones
+        batch = _all_positions(batch)
+    batch = jax.device_put(batch)
     rng = jax.random.key(1)
     holder = {"state": state}
 
@@ -139,6 +163,17 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dic
 
     compile_s, times = _time(step, steps, warmup)
     return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=_jax_peak_memory())
+
+
+def _all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch with all S positions gathered for the MLM head, weight 0 off the masked ones."""
+    b, t = batch["input_ids"].shape
+    ids = np.zeros((b, t), np.int32)
+    weights = np.zeros((b, t), np.float32)
+    np.put_along_axis(ids, batch["masked_lm_positions"], batch["masked_lm_ids"], axis=1)
+    np.put_along_axis(weights, batch["masked_lm_positions"], batch["masked_lm_weights"], axis=1)
+    return dict(batch, masked_lm_positions=np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+                masked_lm_ids=ids, masked_lm_weights=weights)
 
 
 def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
@@ -290,7 +325,11 @@ _RUNNERS = {"bert-jax": run_bert_jax, "torch": run_torch, "hf_flax": run_hf_flax
 def _run_worker(impl: str) -> None:
     config = FLAGS.config
     s = _shapes(config)
-    raw = _RUNNERS[impl](config, s, FLAGS.steps, FLAGS.warmup_steps)
+    base, _, ablation = impl.partition("/")
+    if ablation:
+        raw = run_bert_jax(config, s, FLAGS.steps, FLAGS.warmup_steps, ablation)
+    else:
+        raw = _RUNNERS[base](config, s, FLAGS.steps, FLAGS.warmup_steps)
     if raw["peak_memory_bytes"] is None:  # CPU: the worker's peak resident set
         raw["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print("BENCH_RESULT " + json.dumps(raw))
@@ -306,15 +345,15 @@ def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
 
 
 def _worker_args(args: list[str]) -> list[str]:
-    """The command line minus the flags only the parent uses (--vs, --output)."""
+    """The command line minus the flags only the parent uses (--vs, --ablations, --output)."""
     kept, skip_value = [], False
     for arg in args:
         if skip_value:
             skip_value = False
             continue
-        if arg in ("--vs", "--output"):
+        if arg in ("--vs", "--ablations", "--output"):
             skip_value = True
-        elif not arg.startswith(("--vs=", "--output=")):
+        elif not arg.startswith(("--vs=", "--ablations=", "--output=")):
             kept.append(arg)
     return kept
 
@@ -351,9 +390,13 @@ def main(argv: list[str]) -> None:
     unknown = sorted(set(FLAGS.vs) - set(IMPLS[1:]))
     if unknown:
         raise app.UsageError(f"--vs: unknown peer(s) {', '.join(unknown)}; choose from torch, hf_flax")
+    unknown = sorted(set(FLAGS.ablations) - set(ABLATIONS))
+    if unknown:
+        raise app.UsageError(f"--ablations: unknown {', '.join(unknown)}; choose from "
+                             f"{', '.join(ABLATIONS)}")
     s = _shapes(FLAGS.config)
     passthrough = _worker_args(sys.argv[1:])
-    impls = ("bert-jax", *FLAGS.vs)
+    impls = ("bert-jax", *(f"bert-jax/{name}" for name in FLAGS.ablations), *FLAGS.vs)
     raws: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     peaks: dict[str, float] = {}
     for round_index in range(FLAGS.repeats):
@@ -377,13 +420,14 @@ def main(argv: list[str]) -> None:
 
 def format_table(report: dict[str, Any]) -> str:
     base = report["results"][0]["tokens_per_sec"]
+    width = max(10, *(len(r["impl"]) for r in report["results"]))
     lines = [f"peak matmul: {report['peak_flops'] / 1e9:.0f} GFLOP/s",
-             f"{'impl':<10} {'tokens/s':>10} {'step ms':>9} {'p10-p90 ms':>15} {'min ms':>7} "
+             f"{'impl':<{width}} {'tokens/s':>10} {'step ms':>9} {'p10-p90 ms':>15} {'min ms':>7} "
              f"{'steps':>6} {'MFU':>6} {'peak MiB':>9} {'bert-jax is':>12}"]
     for r in report["results"]:
         mem = (r["peak_memory_bytes"] or 0) / 2**20
         lines.append(
-            f"{r['impl']:<10} {r['tokens_per_sec']:>10.1f} {r['step_ms']:>9.0f} "
+            f"{r['impl']:<{width}} {r['tokens_per_sec']:>10.1f} {r['step_ms']:>9.0f} "
             f"{r['step_ms_p10']:>7.0f}-{r['step_ms_p90']:<7.0f} {r['step_ms_min']:>7.0f} "
             f"{r['steps_timed']:>6} {r['mfu']:>6.1%} {mem:>9.0f} "
             f"{base / r['tokens_per_sec']:>11.2f}x"

@@ -23,21 +23,46 @@ def test_model_flops_match_a_hand_count_of_bert_base():
 
 def test_workers_get_every_flag_but_the_parents_own():
     args = ["--config", "c.py", "--vs", "torch", "--output=o.json", "--steps=2", "--vs=hf_flax",
-            "--output", "x.json", "--repeats", "3"]
+            "--output", "x.json", "--ablations", "bf16", "--repeats", "3", "--ablations=no_donate"]
     assert bench._worker_args(args) == ["--config", "c.py", "--steps=2", "--repeats", "3"]
+
+
+def test_full_mlm_head_ablation_has_the_same_loss():
+    """Gathering every position (weight 0 off the masked ones) is the peers' decoder over all
+    positions: more work, the same loss."""
+    import jax
+    import jax.numpy as jnp
+
+    from bert import train
+    from bert.model import BertConfig, BertForPreTraining, init_params
+
+    s = dict(batch_size=2, seq_len=16, predictions=3, vocab_size=99)
+    batch = bench._synthetic_batch(s)
+    everything = bench._all_positions(batch)
+    assert everything["masked_lm_positions"].shape == (2, 16)
+    assert everything["masked_lm_weights"].sum() == batch["masked_lm_weights"].sum()
+    model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=99))
+    params = init_params(model, jax.random.key(0))
+    loss_fn = train.make_loss_fn(model, nsp_weight=1.0)
+    one = jnp.float32(1.0)
+    loss, sums = loss_fn(params, batch, None, one, one)
+    loss_all, sums_all = loss_fn(params, everything, None, one, one)
+    assert float(loss_all) == pytest.approx(float(loss), rel=1e-5)
+    assert float(sums_all["mlm_count"]) == float(sums["mlm_count"]) == 6
 
 
 def test_a_tiny_run_writes_the_documented_json(tmp_path):
     output = tmp_path / "bench.json"
     command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
                "--seq_len", "32", "--batch_size", "2", "--steps", "2", "--warmup_steps", "0",
-               "--repeats", "2", "--output", str(output)]
+               "--repeats", "2", "--ablations", "no_donate", "--output", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["peak_flops"] == max(report["peak_flops_by_impl"].values()) > 0
-    (result,) = report["results"]
-    assert result["impl"] == "bert-jax"
+    result, ablation = report["results"]
+    assert result["impl"] == "bert-jax" and ablation["impl"] == "bert-jax/no_donate"
+    assert ablation["steps_timed"] == 4 and "bert-jax/no_donate" in done.stdout
     assert result["steps_timed"] == 4 and len(result["step_ms_round_medians"]) == 2
     assert result["tokens_per_sec"] == pytest.approx(2 * 32 / (result["step_ms"] / 1e3))
     assert result["mfu"] == pytest.approx(
