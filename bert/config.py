@@ -79,6 +79,7 @@ def pretraining_config() -> ConfigDict:
     c.data.keep_token_ratio = 0.1  # of the chosen: left unchanged
     c.data.whole_word_mask = False  # choose whole words rather than single word pieces
     c.data.dupe_factor = 1  # passes over the corpus with different NSP pairings (static: masks too)
+    c.data.eval_dupe_factor = 1  # pairings of the eval text (more NSP pairs to score)
     c.data.short_seq_prob = 0.1  # probability of a shorter target length, as in the paper
     c.data.nsp_weight = 1.0  # loss = mlm + nsp_weight · nsp; 0 turns NSP off
     c.data.num_workers = 0  # grain worker processes for masking and batching; 0 = in process

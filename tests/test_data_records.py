@@ -57,6 +57,7 @@ def test_cache_key_follows_what_changes_the_content(tmp_path):
         "dupe_factor": pretrain_config(dupe_factor=2),
         "short_seq_prob": pretrain_config(short_seq_prob=0.3),
         "static masks": pretrain_config(masking="static"),
+        "eval_dupe_factor": pretrain_config(eval_dupe_factor=3),
     }
     seq_len = pretrain_config()
     seq_len.max_seq_len = 32
@@ -68,6 +69,13 @@ def test_cache_key_follows_what_changes_the_content(tmp_path):
     assert base not in folders.values() and len(set(folders.values())) == len(folders)
     # Dynamic masks are drawn at batch time: their settings do not touch the stored examples.
     assert build(pretrain_config(mask_prob=0.2), tmp_path)[1].directory == base
+
+
+def test_eval_dupe_factor_pairs_the_eval_text_again(tmp_path):
+    once = build(pretrain_config(), tmp_path)[1]
+    thrice = build(pretrain_config(eval_dupe_factor=3), tmp_path)[1]
+    assert 2.5 * len(once.eval) < len(thrice.eval) < 3.5 * len(once.eval)
+    np.testing.assert_array_equal(thrice.train.input_ids, once.train.input_ids)
 
 
 def test_touched_input_file_invalidates_the_cache(tmp_path):

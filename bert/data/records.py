@@ -75,6 +75,7 @@ class DataSettings:
     masking: str
     mask: MaskingConfig
     dupe_factor: int
+    eval_dupe_factor: int  # pairings of the eval text: more NSP pairs, a tighter accuracy
     short_seq_prob: float
     num_workers: int
     packing: bool  # rows of up to max_instances_per_pack instances (train split only)
@@ -92,6 +93,8 @@ class DataSettings:
         doc_separator = str(get("doc_separator", "file"))
         check_doc_separator(doc_separator)
         dupe_factor = _as_int(get("dupe_factor", 1), "config.data.dupe_factor", minimum=1)
+        eval_dupe_factor = _as_int(get("eval_dupe_factor", 1), "config.data.eval_dupe_factor",
+                                   minimum=1)
 
         def number(key: str, default: float) -> float:
             return _as_float(get(key, default), f"config.data.{key}")
@@ -123,7 +126,8 @@ class DataSettings:
                                                         key="config.data.eval_files")),
                    tokenizer=str(get("tokenizer", "") or ""),
                    doc_separator=doc_separator, masking=masking, mask=mask,
-                   dupe_factor=dupe_factor, short_seq_prob=short_seq_prob,
+                   dupe_factor=dupe_factor, eval_dupe_factor=eval_dupe_factor,
+                   short_seq_prob=short_seq_prob,
                    num_workers=num_workers, packing=packing,
                    max_instances_per_pack=max_instances_per_pack, prep_workers=prep_workers)
 
@@ -330,6 +334,8 @@ def prepare_pretraining_data(
     }
     if settings.packing:  # only then, so that unpacked caches keep their names
         material["max_instances_per_pack"] = settings.max_instances_per_pack
+    if settings.eval_dupe_factor != 1:  # likewise
+        material["eval_dupe_factor"] = settings.eval_dupe_factor
     folder = cache_dir / f"examples-{_digest(material)}"
 
     if not (folder / "summary.json").is_file():
@@ -339,8 +345,10 @@ def prepare_pretraining_data(
             splits = [("train", settings.train_files, "config.data.train_files",
                        settings.dupe_factor)]
             if settings.eval_files:
-                # Eval covers its text once; its masks are drawn from the seed at batch time.
-                splits.append(("eval", settings.eval_files, "config.data.eval_files", 1))
+                # Its masks are drawn from the seed at batch time; more than one pairing of the
+                # text gives NSP accuracy on more pairs.
+                splits.append(("eval", settings.eval_files, "config.data.eval_files",
+                               settings.eval_dupe_factor))
             workers = resolve_workers(settings.prep_workers)
             for name, patterns, key, dupe_factor in splits:
                 corpus, corpus_summary = tokenize_files(
