@@ -220,13 +220,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                         f"non-finite loss or gradient at step {step} (config.on_nonfinite='stop'); "
                         f"the last good state is saved as step {step} in {manager.directory}"
                     )
-                if step % config.log_every == 0 or step == config.train_steps:
+                logged = step % config.log_every == 0 or step == config.train_steps
+                if logged:
+                    # Steps are dispatched asynchronously: without waiting for the last one the
+                    # clock would stop while a dozen are still queued, overstating tokens/s.
+                    jax.block_until_ready(sums)
                     _log_window(writer, progress, step, config, (window_steps, window_sums),
                                 schedule, timed_steps, time.perf_counter() - timer_start,
                                 train_batches.wait_seconds - wait_start)
                     window_sums, window_steps = {}, 0
-                    timed_steps, timer_start = 0, time.perf_counter()
-                    wait_start = train_batches.wait_seconds
                 if eval_batches and (step % config.eval_every == 0 or step == config.train_steps):
                     final_eval = evaluate(runner, state.params, eval_batches, nsp_weight)
                     writer.write(step, final_eval, prefix="eval_")
@@ -235,6 +237,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
                 if stopping or step % config.checkpoint_every == 0 or step == config.train_steps:
                     manager.save(step, state, _meta(step, config, (window_steps, window_sums)),
                                  force=True)
+                if logged:  # the next window's clock starts after evaluation and saving
+                    timed_steps, timer_start = 0, time.perf_counter()
+                    wait_start = train_batches.wait_seconds
                 if stopping:
                     logging.warning("%s: stopped after step %d with a checkpoint of it in %s; "
                                     "rerun the same command to resume", stop.signal_name, step,
