@@ -30,6 +30,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from bert import allocator
+
 FLAGS = flags.FLAGS
 
 
@@ -50,6 +52,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
     flags.DEFINE_list("ablations", [], "bert-jax variants that each undo one optimization, run in "
                       f"the same rounds: {', '.join(ABLATIONS)}")
+    flags.DEFINE_enum("allocator", "tuned", ["tuned", "system"],
+                      "host allocator of every worker: bert.allocator's settings (what the "
+                      "bert-jax commands use) or glibc's defaults")
     flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
     flags.mark_flags_as_required(["config"])
 
@@ -65,6 +70,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "remat_dots": {"model.remat": "dots"},  # keep matmul outputs, recompute the rest
     "bf16": {"model.dtype": "bfloat16"},  # bf16 compute, fp32 master weights
     "no_attention_dropout": {"model.attention_dropout_rate": 0.0},  # fused attention path
+    # glibc's default malloc: XLA's step scratch buffer mapped and zero-filled anew every step
+    "system_allocator": {"allocator": "system"},
 }
 
 
@@ -107,18 +114,22 @@ def _synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     )
 
 
-def _time(step: Callable[[], None], steps: int, warmup: int) -> tuple[float, list[float]]:
+def _time(step: Callable[[], None], steps: int, warmup: int) -> dict[str, Any]:
+    """Compilation time, then `steps` step times after `warmup` steps, and the minor page
+    faults per timed step (memory the allocator mapped afresh: see bert/allocator.py)."""
     start = time.perf_counter()
     step()  # compilation (or first-call setup) happens here
     compile_s = time.perf_counter() - start
     for _ in range(warmup):
         step()
     times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return compile_s, times
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return dict(compile_s=compile_s, step_times=times, page_faults_per_step=faults / max(steps, 1))
 
 
 def _jax_peak_memory() -> int | None:
@@ -140,6 +151,7 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
     config.model.dtype = s["dtype"]
     config.model.dropout_rate = config.model.attention_dropout_rate = s["dropout"]
     variant = dict(ABLATIONS[ablation]) if ablation else {}
+    variant.pop("allocator", None)  # the parent set the worker's environment (`_spawn`)
     donate = variant.pop("donate", True)
     full_mlm_head = variant.pop("full_mlm_head", False)
     for key, value in variant.items():
@@ -161,8 +173,7 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
         holder["state"], sums = step_fn(holder["state"], batch, rng)
         jax.block_until_ready(sums)
 
-    compile_s, times = _time(step, steps, warmup)
-    return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=_jax_peak_memory())
+    return dict(_time(step, steps, warmup), peak_memory_bytes=_jax_peak_memory())
 
 
 def _all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -210,9 +221,9 @@ def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[s
         else:
             loss.item()
 
-    compile_s, times = _time(step, steps, warmup)
+    timed = _time(step, steps, warmup)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=peak)
+    return dict(timed, peak_memory_bytes=peak)
 
 
 def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
@@ -253,8 +264,7 @@ def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict
         holder["params"], holder["opt_state"], loss = train_step(holder["params"], holder["opt_state"], rng)
         jax.block_until_ready(loss)
 
-    compile_s, times = _time(step, steps, warmup)
-    return dict(compile_s=compile_s, step_times=times, peak_memory_bytes=_jax_peak_memory())
+    return dict(_time(step, steps, warmup), peak_memory_bytes=_jax_peak_memory())
 
 
 def _hf_config(config_class: Any, s: dict[str, Any]) -> Any:
@@ -275,7 +285,7 @@ def measure_peak_flops(dtype: str) -> dict[str, float]:
     n = 8192 if on_gpu else 2048
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda x: x @ x)
-    _, times = _time(lambda: matmul(a).block_until_ready(), 10, 2)
+    times = _time(lambda: matmul(a).block_until_ready(), 10, 2)["step_times"]
     rates = {"jax": 2 * n**3 / min(times)}
     try:
         import torch
@@ -287,7 +297,7 @@ def measure_peak_flops(dtype: str) -> dict[str, float]:
     def torch_matmul() -> None:
         (x @ x).sum().item()
 
-    _, times = _time(torch_matmul, 10, 2)
+    times = _time(torch_matmul, 10, 2)["step_times"]
     rates["torch"] = 2 * n**3 / min(times)
     return rates
 
@@ -332,12 +342,22 @@ def _run_worker(impl: str) -> None:
         raw = _RUNNERS[base](config, s, FLAGS.steps, FLAGS.warmup_steps)
     if raw["peak_memory_bytes"] is None:  # CPU: the worker's peak resident set
         raw["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    raw["allocator"] = "tuned" if allocator.is_tuned(os.environ) else "system"
     print("BENCH_RESULT " + json.dumps(raw))
+
+
+def worker_allocator(impl: str) -> str:
+    """"tuned" or "system": --allocator, unless impl is an ablation that sets its own."""
+    _, _, ablation = impl.partition("/")
+    return ABLATIONS.get(ablation, {}).get("allocator", FLAGS.allocator)
 
 
 def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
     command = [sys.executable, "-m", "bert.bench", *argv, f"--worker={impl}"]
-    done = subprocess.run(command, capture_output=True, text=True)
+    # Every implementation, peers included, runs under the same allocator settings.
+    environment = (allocator.tuned_environment if worker_allocator(impl) == "tuned"
+                   else allocator.system_environment)(os.environ)
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             return json.loads(line[len("BENCH_RESULT "):])
@@ -351,9 +371,9 @@ def _worker_args(args: list[str]) -> list[str]:
         if skip_value:
             skip_value = False
             continue
-        if arg in ("--vs", "--ablations", "--output"):
+        if arg in ("--vs", "--ablations", "--output", "--allocator"):
             skip_value = True
-        elif not arg.startswith(("--vs=", "--ablations=", "--output=")):
+        elif not arg.startswith(("--vs=", "--ablations=", "--output=", "--allocator=")):
             kept.append(arg)
     return kept
 
@@ -379,6 +399,8 @@ def summarize(impl: str, raws: list[dict[str, Any]], s: dict[str, Any],
         model_flops_per_step=flops,
         mfu=flops / step_s / peak_flops,
         peak_memory_bytes=max(memory) if memory else None,
+        allocator=raws[0].get("allocator"),
+        page_faults_per_step=float(np.mean([r["page_faults_per_step"] for r in raws])),
         config=s,
     )
 
@@ -436,5 +458,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    # The parent measures the peak matmul rate under the allocator the bert-jax commands use.
+    allocator.reexec_with_tuned_allocator()
     define_flags()
     app.run(main)

@@ -7,6 +7,11 @@ masked words of held-out sentences with the model's top predictions.
 """
 from __future__ import annotations
 
+from bert.allocator import reexec_with_tuned_allocator
+
+if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
+    reexec_with_tuned_allocator()
+
 import glob
 import logging
 import os

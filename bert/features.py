@@ -20,6 +20,11 @@ MODEL_DIR is a model folder or a pretraining work directory.
 """
 from __future__ import annotations
 
+from bert.allocator import reexec_with_tuned_allocator
+
+if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
+    reexec_with_tuned_allocator()
+
 import logging
 import os
 from collections.abc import Sequence

@@ -12,6 +12,11 @@ exits with status 0; a second signal stops at once.
 """
 from __future__ import annotations
 
+from bert.allocator import reexec_with_tuned_allocator
+
+if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
+    reexec_with_tuned_allocator()
+
 import logging
 import os
 import signal

@@ -23,7 +23,8 @@ def test_model_flops_match_a_hand_count_of_bert_base():
 
 def test_workers_get_every_flag_but_the_parents_own():
     args = ["--config", "c.py", "--vs", "torch", "--output=o.json", "--steps=2", "--vs=hf_flax",
-            "--output", "x.json", "--ablations", "bf16", "--repeats", "3", "--ablations=no_donate"]
+            "--output", "x.json", "--ablations", "bf16", "--repeats", "3", "--ablations=no_donate",
+            "--allocator", "system", "--allocator=tuned"]
     assert bench._worker_args(args) == ["--config", "c.py", "--steps=2", "--repeats", "3"]
 
 
@@ -55,13 +56,17 @@ def test_a_tiny_run_writes_the_documented_json(tmp_path):
     output = tmp_path / "bench.json"
     command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
                "--seq_len", "32", "--batch_size", "2", "--steps", "2", "--warmup_steps", "0",
-               "--repeats", "2", "--ablations", "no_donate", "--output", str(output)]
+               "--repeats", "2", "--ablations", "no_donate,system_allocator", "--output", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(output.read_text())
     assert report["peak_flops"] == max(report["peak_flops_by_impl"].values()) > 0
-    result, ablation = report["results"]
+    result, ablation, system = report["results"]
     assert result["impl"] == "bert-jax" and ablation["impl"] == "bert-jax/no_donate"
+    # Every worker reports the allocator it ran under: the tuned one unless the variant opts out.
+    assert result["allocator"] == ablation["allocator"] == "tuned"
+    assert system["impl"] == "bert-jax/system_allocator" and system["allocator"] == "system"
+    assert result["page_faults_per_step"] >= 0
     assert ablation["steps_timed"] == 4 and "bert-jax/no_donate" in done.stdout
     assert result["steps_timed"] == 4 and len(result["step_ms_round_medians"]) == 2
     assert result["tokens_per_sec"] == pytest.approx(2 * 32 / (result["step_ms"] / 1e3))
