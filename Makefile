@@ -40,12 +40,13 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
-# BERT-base, 128 tokens, batch 8, fp32: ours vs transformers' PyTorch and Flax BERT, three
-# interleaved rounds (about 15 minutes on 2 CPU cores). Tables: docs/PERFORMANCE.md.
+# BERT-base, 128 tokens, batch 8, fp32: ours vs transformers' PyTorch and Flax BERT, and ours
+# under glibc's default allocator, in three interleaved rounds (about 20 minutes on 2 CPU
+# cores). Tables: docs/PERFORMANCE.md.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
-		--seq_len 128 --batch_size 8 --steps 10 --warmup_steps 3 --repeats 3 \
-		--output results/bench_base_seq128.json
+		--ablations system_allocator --seq_len 128 --batch_size 8 --steps 10 --warmup_steps 3 \
+		--repeats 3 --output results/bench_base_seq128.json
 
 clean:
 	rm -rf runs

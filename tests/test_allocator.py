@@ -27,6 +27,13 @@ def test_system_environment_removes_only_its_settings_and_opts_out():
     assert "GLIBC_TUNABLES" not in allocator.system_environment(allocator.tuned_environment({}))
 
 
+@pytest.mark.skipif(not GLIBC_LINUX, reason="the settings are glibc's")
+def test_only_cpu_runs_are_tuned():
+    assert allocator.wanted({"JAX_PLATFORMS": "cpu"})
+    assert not allocator.wanted({"JAX_PLATFORMS": "cuda"})
+    assert not allocator.wanted({"JAX_PLATFORMS": "cpu", allocator.OPT_OUT: "system"})
+
+
 _PRINT_TUNABLES = ("import os; from bert.allocator import reexec_with_tuned_allocator as r; r(); "
                    "print(os.environ.get('GLIBC_TUNABLES'))")
 
