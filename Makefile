@@ -41,7 +41,7 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 # BERT-base, 128 tokens, batch 8, fp32: ours vs transformers' PyTorch and Flax BERT, and ours
-# under glibc's default allocator, in three interleaved rounds (about 20 minutes on 2 CPU
+# under glibc's default allocator, in three interleaved rounds (about 25 minutes on 2 CPU
 # cores). Tables: docs/PERFORMANCE.md.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
