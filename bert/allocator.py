@@ -5,8 +5,9 @@ the step's temporaries (1.3 GB for a BERT-base step of 8 × 128 tokens) and free
 XLA's pool threads allocate from glibc's per-thread arenas, which serve a request that large
 with a fresh `mmap` and return it with `munmap`; so every step the kernel maps, zero-fills and
 unmaps the whole buffer again: ~330k page faults per BERT-base step, which made the step
-1.09-1.24x slower on a 2-core machine (docs/PERFORMANCE.md). Keeping all allocations in one arena, served from the heap
-and never trimmed, maps the buffer once and reuses it for every later step.
+1.09-1.24x slower on a 2-core machine (docs/PERFORMANCE.md). Keeping all allocations in one
+arena, served from the heap and never trimmed, maps the buffer once and reuses it for every
+later step.
 
 glibc reads these settings only at process start, so the command-line entry points call
 `reexec_with_tuned_allocator()` first thing: the process restarts itself once with
@@ -33,27 +34,34 @@ TUNABLES = {
 }
 
 
+def _entries(environ: Mapping[str, str]) -> dict[str, str]:
+    """GLIBC_TUNABLES as {name: "name=value"}, in order."""
+    entries = environ.get("GLIBC_TUNABLES", "").split(":")
+    return {entry.split("=", 1)[0]: entry for entry in entries if entry}
+
+
+def _with_entries(environ: Mapping[str, str], entries: dict[str, str]) -> dict[str, str]:
+    result = {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES"}
+    if entries:
+        result["GLIBC_TUNABLES"] = ":".join(entries.values())
+    return result
+
+
 def tuned_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` with TUNABLES added to GLIBC_TUNABLES; settings already present are kept."""
-    entries = [e for e in environ.get("GLIBC_TUNABLES", "").split(":") if e]
-    present = {entry.split("=", 1)[0] for entry in entries}
-    entries += [f"{name}={value}" for name, value in TUNABLES.items() if name not in present]
-    return {**environ, "GLIBC_TUNABLES": ":".join(entries)}
+    user = _entries(environ)
+    ours = {name: f"{name}={value}" for name, value in TUNABLES.items() if name not in user}
+    return _with_entries(environ, {**user, **ours})
 
 
 def system_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` without TUNABLES and opted out, so that commands keep the system's allocator."""
-    entries = [e for e in environ.get("GLIBC_TUNABLES", "").split(":")
-               if e and e.split("=", 1)[0] not in TUNABLES]
-    result = {**environ, OPT_OUT: "system", "GLIBC_TUNABLES": ":".join(entries)}
-    if not entries:
-        del result["GLIBC_TUNABLES"]
-    return result
+    kept = {name: entry for name, entry in _entries(environ).items() if name not in TUNABLES}
+    return {**_with_entries(environ, kept), OPT_OUT: "system"}
 
 
 def is_tuned(environ: Mapping[str, str]) -> bool:
-    present = {e.split("=", 1)[0] for e in environ.get("GLIBC_TUNABLES", "").split(":")}
-    return set(TUNABLES) <= present
+    return set(TUNABLES) <= set(_entries(environ))
 
 
 def wanted(environ: Mapping[str, str]) -> bool:
