@@ -66,6 +66,8 @@ IMPLS = ("bert-jax", "torch", "hf_flax")
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no_donate": {"donate": False},  # params and optimizer state copied, not updated in place
     "full_mlm_head": {"full_mlm_head": True},  # MLM decoder over all S positions, as the peers
+    # the last block computes every row, not only the masked ones and [CLS]
+    "full_last_layer": {"prune_last_layer": False},
     "remat_full": {"model.remat": "full"},  # recompute every block in the backward pass
     "remat_dots": {"model.remat": "dots"},  # keep matmul outputs, recompute the rest
     "bf16": {"model.dtype": "bfloat16"},  # bf16 compute, fp32 master weights
@@ -154,10 +156,11 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
     variant.pop("allocator", None)  # the parent set the worker's environment (`_spawn`)
     donate = variant.pop("donate", True)
     full_mlm_head = variant.pop("full_mlm_head", False)
+    prune_last_layer = variant.pop("prune_last_layer", True)
     for key, value in variant.items():
         section, name = key.split(".")
         config[section][name] = value
-    model = BertForPreTraining(model_config(config))
+    model = BertForPreTraining(model_config(config), prune_last_layer=prune_last_layer)
     tx = make_optimizer(config)
     state = train.create_train_state(model, tx, jax.random.key(0))
     step_fn = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0),

@@ -51,3 +51,18 @@ def test_dense_dot_general_has_the_gradients_of_lax_dot_general():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
         jaxpr = str(jax.make_jaxpr(lambda *a: ops.dense_dot_general(*a, numbers))(x, kernel))
         assert "bwd=_matmul_bwd" in jaxpr  # the CPU path was taken, not the fallback
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 16, 16), (2, 5, 24), (3, 7), (1,)])
+def test_a_materialized_mask_is_the_mask(shape):
+    mask = jax.random.bernoulli(jax.random.key(3), 0.9, shape)
+    np.testing.assert_array_equal(jax.jit(ops.materialized)(mask), mask)
+
+
+def test_gelu_is_exact_gelu_with_its_gradient():
+    x = jnp.linspace(-12.0, 12.0, 4097)
+    np.testing.assert_allclose(ops.gelu(x), jax.nn.gelu(x, approximate=False), rtol=0, atol=2e-6)
+    grad = jax.vmap(jax.grad(ops.gelu))(x)
+    reference = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
+    np.testing.assert_allclose(grad, reference, rtol=0, atol=2e-6)
+    assert ops.gelu(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16

@@ -43,8 +43,10 @@ def test_grad_accumulation_equals_one_big_batch():
         state_one, sums_one = one(state_one, batch, jax.random.key(1))
         state_four, sums_four = four(state_four, batch, jax.random.key(1))
         np.testing.assert_allclose(sums_one["mlm_loss_sum"], sums_four["mlm_loss_sum"], rtol=1e-5)
+    # Summation order differs, and Adam's normalised step turns rounding in near-zero gradients
+    # into up to ~lr of difference: a few 1e-6 after three steps.
     for a, b in zip(jax.tree.leaves(state_one.params), jax.tree.leaves(state_four.params)):
-        np.testing.assert_allclose(a, b, atol=2e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_nonfinite_step_leaves_params_and_optimizer_untouched():
@@ -118,3 +120,27 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert float(schedule(10)) == pytest.approx(1e-3)
     assert float(schedule(60)) == pytest.approx(5e-4)
     assert float(schedule(110)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_pruned_last_layer_has_the_full_layers_loss_and_gradients():
+    """The last block computes only the rows the heads read; nothing the loss sees changes."""
+    config, model, tx, state = _setup()
+    full = BertForPreTraining(model.config, prune_last_layer=False)
+    batch = random_batch(batch_size=4)
+    batch["input_mask"][1, -5:] = 0  # padding, so the attention mask matters
+    ones = (jnp.float32(1.0), jnp.float32(1.0))
+    grad_fns = [jax.jit(jax.grad(train.make_loss_fn(m, nsp_weight=1.0), has_aux=True))
+                for m in (model, full)]
+    (pruned_grads, pruned_sums), (full_grads, full_sums) = [
+        fn(state.params, batch, None, *ones) for fn in grad_fns]
+    for key in objectives.SUM_KEYS:
+        np.testing.assert_allclose(pruned_sums[key], full_sums[key], rtol=1e-5, err_msg=key)
+    for path, a, b in zip(jax.tree_util.tree_leaves_with_path(pruned_grads),
+                          jax.tree.leaves(pruned_grads), jax.tree.leaves(full_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=str(path[0]))
+    # And the pruned step really computes fewer rows in the last block.
+    jaxpr = str(jax.make_jaxpr(lambda p: model.apply(
+        {"params": p}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+        batch["masked_lm_positions"]))(state.params))
+    rows = 1 + batch["masked_lm_positions"].shape[1]
+    assert f"f32[4,{rows},{model.config.intermediate_size}]" in jaxpr
