@@ -41,12 +41,12 @@ test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests
 
 # BERT-base, 128 tokens, batch 8, fp32: ours vs transformers' PyTorch and Flax BERT, and ours
-# under glibc's default allocator, in three interleaved rounds (about 25 minutes on 2 CPU
-# cores). Tables: docs/PERFORMANCE.md.
+# with the last block computing every row and under glibc's default allocator, in three
+# interleaved rounds (about 30 minutes on 2 CPU cores). Tables: docs/PERFORMANCE.md.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
-		--ablations system_allocator --seq_len 128 --batch_size 8 --steps 10 --warmup_steps 3 \
-		--repeats 3 --output results/bench_base_seq128.json
+		--ablations full_last_layer,system_allocator --seq_len 128 --batch_size 8 \
+		--steps 10 --warmup_steps 3 --repeats 3 --output results/bench_base_seq128.json
 
 clean:
 	rm -rf runs
