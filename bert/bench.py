@@ -367,6 +367,9 @@ def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
     raise RuntimeError(f"benchmark of {impl} failed:\n{done.stderr[-4000:]}")
 
 
+_PARENT_FLAGS = ("--vs", "--ablations", "--output", "--allocator")  # not passed to workers
+
+
 def _worker_args(args: list[str]) -> list[str]:
     """The command line minus the flags only the parent uses (--vs, --ablations, --output)."""
     kept, skip_value = [], False
@@ -374,9 +377,9 @@ def _worker_args(args: list[str]) -> list[str]:
         if skip_value:
             skip_value = False
             continue
-        if arg in ("--vs", "--ablations", "--output", "--allocator"):
+        if arg in _PARENT_FLAGS:
             skip_value = True
-        elif not arg.startswith(("--vs=", "--ablations=", "--output=", "--allocator=")):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in _PARENT_FLAGS)):
             kept.append(arg)
     return kept
 

@@ -189,6 +189,11 @@ def _project(x: Array, kernel: Array) -> Array:
     return ops.dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 
+def _rows(x: Array, positions: Array) -> Array:
+    """x (B, T, H) at positions (B, Q): (B, Q, H)."""
+    return jnp.take_along_axis(x, positions[..., None], axis=1)
+
+
 def _reshape_boxed(value: Any, shape: tuple[int, ...]) -> Any:
     if isinstance(value, nn.meta.AxisMetadata):
         return nn.meta.replace_boxed(value, jnp.reshape(value.unbox(), shape))
@@ -277,7 +282,7 @@ class EncoderBlock(nn.Module):
         dropout = ops.Dropout(cfg.dropout_rate)
         query_rows = None
         if output_positions is not None:
-            query_rows = jnp.take_along_axis(x, output_positions[..., None], axis=1)
+            query_rows = _rows(x, output_positions)
             if attention_mask.shape[2] > 1:  # a mask per query (packed rows): keep those asked
                 attention_mask = jnp.take_along_axis(
                     attention_mask, output_positions[:, None, :, None], axis=2)
@@ -305,9 +310,14 @@ _REMAT_POLICIES = {
 
 
 class BertModel(nn.Module):
-    """Embeddings, `num_layers` encoder blocks and the pooler: the part every task shares."""
+    """Embeddings, `num_layers` encoder blocks and the pooler: the part every task shares.
+
+    `prune_last_layer` (default) lets the last block compute only the rows that
+    `output_positions` asks for; False computes every row and gathers them after.
+    """
 
     config: BertConfig
+    prune_last_layer: bool = True
 
     def setup(self) -> None:
         cfg = self.config
@@ -349,7 +359,8 @@ class BertModel(nn.Module):
         last block computes only them and the [CLS] rows (see EncoderBlock): what a head that
         reads a few positions needs, for a fraction of the last block's work.
         """
-        if output_positions is not None and output_hidden_states:
+        prune = output_positions is not None and self.prune_last_layer
+        if prune and output_hidden_states:
             raise ValueError("output_positions and output_hidden_states exclude each other: the "
                              "last block computes only the asked rows")
         if position_ids is None:
@@ -363,16 +374,17 @@ class BertModel(nn.Module):
         for layer in self.layers[:-1]:
             x = layer(x, attention_mask, deterministic)
             hidden_states.append(x)
-        cls_rows = jnp.zeros_like(input_ids[:, :1]) if cls_positions is None else cls_positions
-        last_rows = None  # every row
-        if output_positions is not None:  # [CLS] rows first, then the asked ones
-            last_rows = jnp.concatenate([cls_rows, output_positions], axis=1)
-        x = self.layers[-1](x, attention_mask, deterministic, last_rows)
-        hidden_states.append(x)
-        if last_rows is None:
-            cls = jnp.take_along_axis(x, cls_rows[..., None], axis=1)
-        else:
+        if prune:  # [CLS] rows first, then the asked ones
+            cls_rows = jnp.zeros_like(input_ids[:, :1]) if cls_positions is None else cls_positions
+            x = self.layers[-1](x, attention_mask, deterministic,
+                                jnp.concatenate([cls_rows, output_positions], axis=1))
             cls, x = x[:, : cls_rows.shape[1]], x[:, cls_rows.shape[1]:]
+        else:
+            x = self.layers[-1](x, attention_mask, deterministic)
+            hidden_states.append(x)
+            cls = x[:, :1] if cls_positions is None else _rows(x, cls_positions)
+            if output_positions is not None:
+                x = _rows(x, output_positions)
         if cls_positions is None:
             cls = cls[:, 0]  # (B, H); else (B, K, H)
         pooled = jnp.tanh(self.pooler(cls))
@@ -420,7 +432,7 @@ class BertForPreTraining(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.bert = BertModel(cfg)
+        self.bert = BertModel(cfg, prune_last_layer=self.prune_last_layer)
         self.mlm = MaskedLMHead(cfg)
         self.nsp = nn.Dense(
             2,
@@ -449,14 +461,11 @@ class BertForPreTraining(nn.Module):
         """
         encoded = self.bert(
             input_ids, segment_ids, input_mask, position_ids=position_ids, pack_ids=pack_ids,
-            cls_positions=nsp_positions, deterministic=deterministic,
-            output_positions=masked_lm_positions if self.prune_last_layer else None,
+            cls_positions=nsp_positions, output_positions=masked_lm_positions,
+            deterministic=deterministic,
         )
         # Running the head on P ≈ 0.15·T gathered rows instead of all T is most of its saving.
-        gathered = encoded.sequence_output if self.prune_last_layer else jnp.take_along_axis(
-            encoded.sequence_output, masked_lm_positions[..., None], axis=1
-        )  # (B, P, H)
-        mlm_logits = self.mlm(gathered, self.bert.word_embedding_table())
+        mlm_logits = self.mlm(encoded.sequence_output, self.bert.word_embedding_table())  # (B, P, V)
         nsp_logits = self.nsp(encoded.pooled_output.astype(jnp.float32))
         return mlm_logits, nsp_logits
 
