@@ -1,12 +1,15 @@
 """Optimizers as in the paper: AdamW (or LAMB), warmup then linear decay, global-norm clipping.
 
 Weight decay skips LayerNorm params and every bias, as the original implementation does.
+The optimizer state is optax's own (`optax.chain(clip_by_global_norm, adamw)`), so checkpoints
+written by any version of this module restore into any other.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
@@ -43,8 +46,32 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(takes_decay, params)
 
 
-def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
-    """The optimizer named by `config.optim.name` ("adamw" or "lamb")."""
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+    """`optax.clip_by_global_norm` that takes the norm from the caller when it has one.
+
+    The train step already reduces the gradients to their global norm (its non-finite check), so
+    `update(grads, state, params, global_norm=norm)` skips a second pass over 440 MB of BERT-base
+    gradients. The scale is one scalar multiply (1 below the threshold, so those steps are
+    exact) instead of optax's divide, which XLA treats as expensive and so writes the clipped
+    gradients out before the Adam moments read them; a multiply fuses into each reader.
+    Same empty state as optax's.
+    """
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None, *,
+               global_norm: jax.Array | None = None, **extra: Any) -> tuple[Any, optax.EmptyState]:
+        del params, extra
+        norm = optax.tree.norm(updates) if global_norm is None else global_norm
+        scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
+
+
+def make_optimizer(config: ConfigDict) -> optax.GradientTransformationExtraArgs:
+    """The optimizer named by `config.optim.name` ("adamw" or "lamb").
+
+    `update` accepts `global_norm=` (the gradients' global norm, when the caller has it).
+    """
     optim = config.optim
     schedule = learning_rate_schedule(config)
     factories = {"adamw": optax.adamw, "lamb": optax.lamb}
@@ -59,5 +86,5 @@ def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
         mask=decay_mask,
     )
     if optim.clip_norm:
-        return optax.chain(optax.clip_by_global_norm(optim.clip_norm), update)
-    return update
+        return optax.chain(clip_by_global_norm(optim.clip_norm), update)
+    return optax.with_extra_args_support(update)

@@ -100,6 +100,7 @@ def make_train_step(
     and is reported as `nonfinite` = 1; the training loop decides whether to go on or stop.
     """
     loss_fn = make_loss_fn(model, nsp_weight)
+    tx = optax.with_extra_args_support(tx)  # update(..., global_norm=) below; a no-op for ours
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def cross_device_sum(tree: Any) -> Any:
@@ -143,7 +144,7 @@ def make_train_step(
         )
 
         def update(params: Any, opt_state: Any) -> tuple[Any, Any]:
-            updates, opt_state = tx.update(grads, opt_state, params)
+            updates, opt_state = tx.update(grads, opt_state, params, global_norm=grad_norm)
             return optax.apply_updates(params, updates), opt_state
 
         # A cond rather than a select over the new and old trees: the skip branch costs nothing

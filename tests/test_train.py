@@ -144,3 +144,36 @@ def test_pruned_last_layer_has_the_full_layers_loss_and_gradients():
         batch["masked_lm_positions"]))(state.params))
     rows = 1 + batch["masked_lm_positions"].shape[1]
     assert f"f32[4,{rows},{model.config.intermediate_size}]" in jaxpr
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+@pytest.mark.parametrize("clip_norm, grad_scale", [(1.0, 1e-3), (1.0, 10.0), (0.0, 10.0)])
+def test_optimizer_matches_optax_reference(optimizer, clip_norm, grad_scale):
+    """make_optimizer is optax's chain (same state, so checkpoints interchange) to float rounding,
+    with or without the global norm handed in (the train step hands it in), clipping on and off."""
+    import optax
+
+    config = tiny_config(**{"optim.name": optimizer, "optim.clip_norm": clip_norm,
+                            "learning_rate": 1e-2, "warmup_steps": 1})
+    ours = make_optimizer(config)
+    reference = {"adamw": optax.adamw, "lamb": optax.lamb}[optimizer](
+        learning_rate_schedule(config), b1=config.optim.b1, b2=config.optim.b2,
+        eps=config.optim.eps, weight_decay=config.optim.weight_decay, mask=decay_mask)
+    if clip_norm:
+        reference = optax.chain(optax.clip_by_global_norm(clip_norm), reference)
+    keys = iter(jax.random.split(jax.random.key(0), 16))
+    params = {"dense": {"kernel": jax.random.normal(next(keys), (8, 4)),
+                        "bias": jax.random.normal(next(keys), (4,))},
+              "norm": {"scale": jnp.ones((4,))}}
+    state_ours, state_ref = ours.init(params), reference.init(params)
+    assert jax.tree.structure(state_ours) == jax.tree.structure(state_ref)
+    p_ours = p_ref = params
+    for step in range(3):
+        grads = jax.tree.map(lambda p: grad_scale * jax.random.normal(next(keys), p.shape), params)
+        norm = optax.tree.norm(grads) if step % 2 else None  # None: it takes the norm itself
+        updates, state_ours = ours.update(grads, state_ours, p_ours, global_norm=norm)
+        p_ours = optax.apply_updates(p_ours, updates)
+        updates, state_ref = reference.update(grads, state_ref, p_ref)
+        p_ref = optax.apply_updates(p_ref, updates)
+    for a, b in zip(jax.tree.leaves((p_ours, state_ours)), jax.tree.leaves((p_ref, state_ref))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
