@@ -45,7 +45,7 @@ test: $(VENV)/.installed-test
 # interleaved rounds (about 30 minutes on 2 CPU cores). Tables: docs/PERFORMANCE.md.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
-		--ablations full_last_layer,system_allocator --seq_len 128 --batch_size 8 \
+		--ablations full_last_layer,optax_clip,system_allocator --seq_len 128 --batch_size 8 \
 		--steps 10 --warmup_steps 3 --repeats 3 --output results/bench_base_seq128.json
 
 clean:

@@ -68,6 +68,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "full_mlm_head": {"full_mlm_head": True},  # MLM decoder over all S positions, as the peers
     # the last block computes every row, not only the masked ones and [CLS]
     "full_last_layer": {"prune_last_layer": False},
+    # optax.clip_by_global_norm: a second pass for the norm, the clipped gradients written out
+    "optax_clip": {"optax_clip": True},
     "remat_full": {"model.remat": "full"},  # recompute every block in the backward pass
     "remat_dots": {"model.remat": "dots"},  # keep matmul outputs, recompute the rest
     "bf16": {"model.dtype": "bfloat16"},  # bf16 compute, fp32 master weights
@@ -144,11 +146,12 @@ def _jax_peak_memory() -> int | None:
 def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
                  ablation: str | None = None) -> dict[str, Any]:
     import jax
+    import optax
 
     from bert import train
     from bert.config import model_config
     from bert.model import BertForPreTraining
-    from bert.optim import make_optimizer
+    from bert.optim import clip_by_global_norm, make_optimizer
 
     config.model.dtype = s["dtype"]
     config.model.dropout_rate = config.model.attention_dropout_rate = s["dropout"]
@@ -157,11 +160,12 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
     donate = variant.pop("donate", True)
     full_mlm_head = variant.pop("full_mlm_head", False)
     prune_last_layer = variant.pop("prune_last_layer", True)
+    clip = optax.clip_by_global_norm if variant.pop("optax_clip", False) else clip_by_global_norm
     for key, value in variant.items():
         section, name = key.split(".")
         config[section][name] = value
     model = BertForPreTraining(model_config(config), prune_last_layer=prune_last_layer)
-    tx = make_optimizer(config)
+    tx = make_optimizer(config, clip)
     state = train.create_train_state(model, tx, jax.random.key(0))
     step_fn = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0),
                       donate_argnums=(0,) if donate else ())
