@@ -42,8 +42,8 @@ test: $(VENV)/.installed-test
 
 # BERT-base, 128 tokens, batch 8, fp32: ours vs transformers' PyTorch and Flax BERT, and ours
 # with the last block computing every row, with optax's gradient clip and under glibc's default
-# allocator, in three
-# interleaved rounds (about 35 minutes on 2 CPU cores). Tables: docs/PERFORMANCE.md.
+# allocator, in three interleaved rounds (about 35 minutes on 2 CPU cores). Tables:
+# docs/PERFORMANCE.md.
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
 		--ablations full_last_layer,optax_clip,system_allocator --seq_len 128 --batch_size 8 \

@@ -375,7 +375,7 @@ _PARENT_FLAGS = ("--vs", "--ablations", "--output", "--allocator")  # not passed
 
 
 def _worker_args(args: list[str]) -> list[str]:
-    """The command line minus the flags only the parent uses (--vs, --ablations, --output)."""
+    """The command line minus the flags only the parent uses (`_PARENT_FLAGS`)."""
     kept, skip_value = [], False
     for arg in args:
         if skip_value:

@@ -5,8 +5,10 @@ formulation wastes time; each replacement here computes the same values:
 
 - `dense_dot_general`: the weight gradient of a dense layer, x^T·g, contracts over the rows of
   both operands. XLA:CPU's fast matmul kernels (YNNPACK) only take the contraction on the
-  left operand's last axis, so autodiff's x^T·g falls back to a kernel at about half speed.
-  The custom backward pass materialises the transpose of the smaller operand first.
+  left operand's last axis, so autodiff's x^T·g fell back to a kernel at about half speed
+  (2026-11-25). The custom backward pass materialises the transpose of the smaller operand
+  first. Under jax 0.10.2 plain autodiff measures as fast (docs/PERFORMANCE.md); kept because
+  it costs nothing and XLA's kernel choice for the transposed form has changed before.
 - `gelu`: exact GELU written with erf, as BERT defines it; jax.nn.gelu's erfc form runs its
   forward and backward at half the speed on CPU, for the same values to float rounding.
 - `Dropout`: on CPU, JAX lowers threefry as a rolled loop that streams every intermediate
