@@ -64,11 +64,15 @@ def is_tuned(environ: Mapping[str, str]) -> bool:
     return set(TUNABLES) <= set(_entries(environ))
 
 
+def applies(environ: Mapping[str, str]) -> bool:
+    """True for CPU runs on glibc Linux that have not opted out."""
+    return (environ.get(OPT_OUT, "tuned") != "system" and sys.platform == "linux"
+            and platform.libc_ver()[0] == "glibc" and _runs_on_cpu(environ))
+
+
 def wanted(environ: Mapping[str, str]) -> bool:
-    """True for CPU runs on glibc Linux, unless opted out or the settings are already in effect."""
-    return (environ.get(OPT_OUT, "tuned") != "system" and not is_tuned(environ)
-            and sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
-            and _runs_on_cpu(environ))
+    """True where the settings apply (`applies`) and are not yet in effect."""
+    return applies(environ) and not is_tuned(environ)
 
 
 def _runs_on_cpu(environ: Mapping[str, str]) -> bool:

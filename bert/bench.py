@@ -52,9 +52,10 @@ def define_flags() -> None:
     flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "compute dtype")
     flags.DEFINE_list("ablations", [], "bert-jax variants that each undo one optimization, run in "
                       f"the same rounds: {', '.join(ABLATIONS)}")
-    flags.DEFINE_enum("allocator", "tuned", ["tuned", "system"],
-                      "host allocator of every worker: bert.allocator's settings (what the "
-                      "bert-jax commands use) or glibc's defaults")
+    flags.DEFINE_enum("allocator", "auto", ["auto", "tuned", "system"],
+                      "host allocator of every worker: bert.allocator's settings, glibc's "
+                      "defaults, or auto: what the bert-jax commands use on this host (tuned "
+                      "for CPU runs, the system's on GPU and TPU hosts)")
     flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
     flags.mark_flags_as_required(["config"])
 
@@ -290,7 +291,9 @@ def measure_peak_flops(dtype: str) -> dict[str, float]:
 
     on_gpu = jax.default_backend() != "cpu"
     n = 8192 if on_gpu else 2048
-    a = jnp.ones((n, n), dtype)
+    # Random operands: a GPU multiplies constant or zero matrices faster than real data (less
+    # switching power, higher clocks), which would make the peak, and so MFU, flattering.
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     matmul = jax.jit(lambda x: x @ x)
     times = _time(lambda: matmul(a).block_until_ready(), 10, 2)["step_times"]
     rates = {"jax": 2 * n**3 / min(times)}
@@ -299,7 +302,8 @@ def measure_peak_flops(dtype: str) -> dict[str, float]:
     except ImportError:
         return rates
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.ones((n, n), dtype=getattr(torch, dtype), device=device)
+    x = torch.randn((n, n), generator=torch.Generator().manual_seed(0)).to(
+        device=device, dtype=getattr(torch, dtype))
 
     def torch_matmul() -> None:
         (x @ x).sum().item()
@@ -356,7 +360,11 @@ def _run_worker(impl: str) -> None:
 def worker_allocator(impl: str) -> str:
     """"tuned" or "system": --allocator, unless impl is an ablation that sets its own."""
     _, _, ablation = impl.partition("/")
-    return ABLATIONS.get(ablation, {}).get("allocator", FLAGS.allocator)
+    setting = ABLATIONS.get(ablation, {}).get("allocator", FLAGS.allocator)
+    if setting == "auto":
+        # The parent may already run tuned (re-exec), so ask whether the settings apply here.
+        return "tuned" if allocator.applies(os.environ) else "system"
+    return setting
 
 
 def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
@@ -431,23 +439,49 @@ def main(argv: list[str]) -> None:
     impls = ("bert-jax", *(f"bert-jax/{name}" for name in FLAGS.ablations), *FLAGS.vs)
     raws: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     peaks: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    machine = _machine()
     for round_index in range(FLAGS.repeats):
         # The best rate seen in any round: a peak measured under load would flatter the MFU.
         for name, rate in measure_peak_flops(s["dtype"]).items():
             peaks[name] = max(rate, peaks.get(name, 0.0))
         for impl in impls:
+            if impl in errors:
+                continue
             print(f"running {impl} (round {round_index + 1}/{FLAGS.repeats}) ...", flush=True)
-            raws[impl].append(_spawn(impl, passthrough))
+            try:
+                raws[impl].append(_spawn(impl, passthrough))
+            except RuntimeError as error:  # one implementation failing keeps the others' rows
+                errors[impl] = str(error)
+                print(error, file=sys.stderr, flush=True)
+            # Written after every worker, so a run cut short (a lease or a job limit running
+            # out) still leaves what it measured; "complete" says whether it is the whole run.
+            report = _report(raws, s, peaks, machine, errors,
+                             complete=round_index + 1 == FLAGS.repeats and impl == impls[-1])
+            if FLAGS.output:
+                _write_json(FLAGS.output, report)
+    if raws["bert-jax"]:
+        print(format_table(report))
+    if errors:
+        raise SystemExit(f"failed: {', '.join(errors)} (messages above and in the JSON)")
+
+
+def _report(raws: dict[str, list[dict[str, Any]]], s: dict[str, Any], peaks: dict[str, float],
+            machine: dict[str, Any], errors: dict[str, str], complete: bool) -> dict[str, Any]:
     peak = max(peaks.values())
-    results = [summarize(impl, raws[impl], s, peak) for impl in impls]
-    load = os.getloadavg()
-    report = dict(peak_flops=peak, peak_flops_by_impl=peaks, results=results,
-                  machine=_machine(), load_average_at_end=load)
-    if FLAGS.output:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=2)
-    print(format_table(report))
+    results = [summarize(impl, runs, s, peak) for impl, runs in raws.items() if runs]
+    return dict(peak_flops=peak, peak_flops_by_impl=peaks, results=results, machine=machine,
+                load_average_at_end=os.getloadavg(), complete=complete and not errors,
+                errors=errors)
+
+
+def _write_json(path: str, report: dict[str, Any]) -> None:
+    """Replaces `path` whole (write, then rename): a reader never sees half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(partial, path)
 
 
 def format_table(report: dict[str, Any]) -> str:

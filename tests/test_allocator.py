@@ -33,6 +33,28 @@ def test_only_cpu_runs_are_tuned():
     assert allocator.wanted({"JAX_PLATFORMS": "cpu"})
     assert not allocator.wanted({"JAX_PLATFORMS": "cuda"})
     assert not allocator.wanted({"JAX_PLATFORMS": "cpu", allocator.OPT_OUT: "system"})
+    # `applies` ignores whether the settings are in effect already (a re-executed parent).
+    tuned_cpu = allocator.tuned_environment({"JAX_PLATFORMS": "cpu"})
+    assert allocator.applies(tuned_cpu) and not allocator.wanted(tuned_cpu)
+    assert not allocator.applies(allocator.tuned_environment({"JAX_PLATFORMS": "cuda"}))
+
+
+def test_bench_workers_follow_the_host_unless_told(monkeypatch):
+    from bert import bench
+
+    monkeypatch.setattr(bench, "FLAGS", type("Flags", (), {"allocator": "auto"}))
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert bench.worker_allocator("bert-jax") == "system"
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.setenv(allocator.OPT_OUT, "system")  # as the test suite runs
+    assert bench.worker_allocator("bert-jax") == "system"
+    monkeypatch.delenv(allocator.OPT_OUT)
+    expected = "tuned" if GLIBC_LINUX else "system"
+    assert bench.worker_allocator("bert-jax") == bench.worker_allocator("torch") == expected
+    assert bench.worker_allocator("bert-jax/system_allocator") == "system"
+    bench.FLAGS.allocator = "tuned"  # asked for: every worker, whatever the host
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    assert bench.worker_allocator("hf_flax") == "tuned"
 
 
 _PRINT_TUNABLES = ("import os; from bert.allocator import reexec_with_tuned_allocator as r; r(); "
