@@ -341,11 +341,19 @@ def _machine() -> dict[str, Any]:
 
 
 _RUNNERS = {"bert-jax": run_bert_jax, "torch": run_torch, "hf_flax": run_hf_flax}
+# The worker that measures the peak matmul rate and describes the machine. The parent never
+# starts an accelerator runtime itself: on a GPU, JAX would take most of the device's memory
+# (and PyTorch keep its cache) for the whole run, under every worker.
+PROBE = "probe"
 
 
 def _run_worker(impl: str) -> None:
     config = FLAGS.config
     s = _shapes(config)
+    if impl == PROBE:
+        probe = dict(peak_flops_by_impl=measure_peak_flops(s["dtype"]), machine=_machine())
+        print("BENCH_RESULT " + json.dumps(probe))
+        return
     base, _, ablation = impl.partition("/")
     if ablation:
         raw = run_bert_jax(config, s, FLAGS.steps, FLAGS.warmup_steps, ablation)
@@ -440,10 +448,12 @@ def main(argv: list[str]) -> None:
     raws: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     peaks: dict[str, float] = {}
     errors: dict[str, str] = {}
-    machine = _machine()
+    machine: dict[str, Any] = {}
     for round_index in range(FLAGS.repeats):
+        probe = _spawn(PROBE, passthrough)
+        machine = machine or probe["machine"]
         # The best rate seen in any round: a peak measured under load would flatter the MFU.
-        for name, rate in measure_peak_flops(s["dtype"]).items():
+        for name, rate in probe["peak_flops_by_impl"].items():
             peaks[name] = max(rate, peaks.get(name, 0.0))
         for impl in impls:
             if impl in errors:
