@@ -442,6 +442,9 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise app.UsageError(f"--ablations: unknown {', '.join(unknown)}; choose from "
                              f"{', '.join(ABLATIONS)}")
+    if FLAGS.repeats < 1 or FLAGS.steps < 1:
+        raise app.UsageError(f"--repeats and --steps must be at least 1 (got {FLAGS.repeats}, "
+                             f"{FLAGS.steps})")
     s = _shapes(FLAGS.config)
     passthrough = _worker_args(sys.argv[1:])
     impls = ("bert-jax", *(f"bert-jax/{name}" for name in FLAGS.ablations), *FLAGS.vs)
