@@ -31,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bert import allocator
+from bert.files import write_atomically
 
 FLAGS = flags.FLAGS
 
@@ -445,6 +446,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.repeats < 1 or FLAGS.steps < 1:
         raise app.UsageError(f"--repeats and --steps must be at least 1 (got {FLAGS.repeats}, "
                              f"{FLAGS.steps})")
+    if FLAGS.output:
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     s = _shapes(FLAGS.config)
     passthrough = _worker_args(sys.argv[1:])
     impls = ("bert-jax", *(f"bert-jax/{name}" for name in FLAGS.ablations), *FLAGS.vs)
@@ -469,10 +472,9 @@ def main(argv: list[str]) -> None:
                 print(error, file=sys.stderr, flush=True)
             # Written after every worker, so a run cut short (a lease or a job limit running
             # out) still leaves what it measured; "complete" says whether it is the whole run.
-            report = _report(raws, s, peaks, machine, errors,
-                             complete=round_index + 1 == FLAGS.repeats and impl == impls[-1])
+            report = _report(raws, s, peaks, machine, errors)
             if FLAGS.output:
-                _write_json(FLAGS.output, report)
+                write_atomically(FLAGS.output, json.dumps(report, indent=2))
     if raws["bert-jax"]:
         print(format_table(report))
     if errors:
@@ -480,21 +482,12 @@ def main(argv: list[str]) -> None:
 
 
 def _report(raws: dict[str, list[dict[str, Any]]], s: dict[str, Any], peaks: dict[str, float],
-            machine: dict[str, Any], errors: dict[str, str], complete: bool) -> dict[str, Any]:
+            machine: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
     peak = max(peaks.values())
     results = [summarize(impl, runs, s, peak) for impl, runs in raws.items() if runs]
+    complete = not errors and all(len(runs) == FLAGS.repeats for runs in raws.values())
     return dict(peak_flops=peak, peak_flops_by_impl=peaks, results=results, machine=machine,
-                load_average_at_end=os.getloadavg(), complete=complete and not errors,
-                errors=errors)
-
-
-def _write_json(path: str, report: dict[str, Any]) -> None:
-    """Replaces `path` whole (write, then rename): a reader never sees half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(partial, path)
+                load_average_at_end=os.getloadavg(), complete=complete, errors=errors)
 
 
 def format_table(report: dict[str, Any]) -> str:

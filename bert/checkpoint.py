@@ -30,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from bert.files import write_atomically
 from bert.model import BertConfig
 
 CONFIG_FILE = "bert_config.json"
@@ -232,10 +233,7 @@ def abstract_like(tree: Any) -> Any:
 def write_model_description(directory: str, config: BertConfig, tokenizer: Any) -> None:
     """bert_config.json and tokenizer/ beside the params, written atomically per file."""
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(config.to_json())
-    os.replace(tmp, os.path.join(directory, CONFIG_FILE))
+    write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json())
     tokenizer.save(os.path.join(directory, TOKENIZER_DIR))
 
 

@@ -9,6 +9,8 @@ from typing import Any, Mapping
 
 import jax
 
+from bert.files import write_atomically
+
 
 class MetricsWriter:
     """Appends to `<workdir>/metrics.jsonl` and TensorBoard events under `<workdir>/tensorboard`.
@@ -90,10 +92,7 @@ def _keep_rows_through(path: str, step: int) -> None:
     if dropped:
         logging.info("%s: dropped %d row(s) after step %d; the resumed run writes them again",
                      path, dropped, step)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        write_atomically(path, "".join(kept))
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:

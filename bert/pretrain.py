@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from bert import checkpoint, data, distributed, objectives
 from bert.config import model_config, validate
+from bert.files import write_atomically
 from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
 from bert.optim import learning_rate_schedule, make_optimizer
@@ -60,11 +61,8 @@ def evaluate(runner: Runner, params: Any, batches: Iterable[dict[str, np.ndarray
 
 
 def _save_experiment_config(config: ConfigDict, workdir: str) -> None:
-    path = os.path.join(workdir, EXPERIMENT_CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomically(os.path.join(workdir, EXPERIMENT_CONFIG_FILE),
+                           config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _restore_or_init(runner: Runner, manager: checkpoint.CheckpointManager,

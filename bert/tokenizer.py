@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import sentencepiece as spm
 
+from bert.files import write_atomically
 from bert.wordpiece import VOCAB_FILE as WORDPIECE_VOCAB_FILE
 from bert.wordpiece import WordPieceTokenizer
 
@@ -257,7 +258,5 @@ def train_sentencepiece(
                              f"{list(files)} with vocab_size={vocab_size} failed: {err}") from None
     output = Path(f"{output_prefix}.model")
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    partial.write_bytes(model.getvalue())
-    partial.replace(output)
+    write_atomically(output, model.getvalue())
     return SentencePieceTokenizer(model.getvalue(), source=str(output))

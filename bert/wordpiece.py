@@ -28,6 +28,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 
+from bert.files import write_atomically
+
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
 CONTINUATION_PREFIX = "##"
@@ -161,15 +163,12 @@ class WordPieceTokenizer:
         if not self.tokenize_chinese_chars:
             settings["tokenize_chinese_chars"] = False
         settings.update({k: v for k, v in self.special_tokens.items() if _SPECIAL_DEFAULTS[k] != v})
-        files = {
+        texts = {
             VOCAB_FILE: "".join(token + "\n" for token in self.vocab),
             CONFIG_FILE: json.dumps(settings, indent=2, sort_keys=True) + "\n",
         }
-        for name, text in files.items():
-            path = os.path.join(directory, name)
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(path + ".tmp", path)
+        for name, text in texts.items():
+            write_atomically(os.path.join(directory, name), text)
 
     @property
     def vocab_size(self) -> int:
