@@ -168,8 +168,9 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
         config[section][name] = value
     model = BertForPreTraining(model_config(config), prune_last_layer=prune_last_layer)
     tx = make_optimizer(config, clip)
-    state = train.create_train_state(model, tx, jax.random.key(0))
-    step_fn = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0),
+    task = train.PretrainingTask(model, nsp_weight=1.0)
+    state = train.create_train_state(task, tx, jax.random.key(0))
+    step_fn = jax.jit(train.make_train_step(task, tx),
                       donate_argnums=(0,) if donate else ())
     batch = _synthetic_batch(s)
     if full_mlm_head:  # every position through the decoder; the loss still reads the masked ones

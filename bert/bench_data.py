@@ -358,6 +358,7 @@ class _Feed:
         from bert import data, partitioning
         from bert.config import model_config
         from bert.model import BertForPreTraining
+        from bert.train import PretrainingTask
         from bert.optim import make_optimizer
 
         _, prepared = data.build(config, workdir)
@@ -365,8 +366,8 @@ class _Feed:
                                           seed=config.seed, num_workers=config.data.num_workers)
         self.sample = [next(self.batches) for _ in range(steps)]  # starts the reader threads
         self.real_tokens = statistics.mean(float(b["input_mask"].sum()) for b in self.sample)
-        self.runner = partitioning.build_runner(config, BertForPreTraining(model_config(config)),
-                                                make_optimizer(config))
+        task = PretrainingTask(BertForPreTraining(model_config(config)), config.data.nsp_weight)
+        self.runner = partitioning.build_runner(config, task, make_optimizer(config))
         self.state = self.runner.init_state(jax.random.key(0))
         self.rng = jax.random.key(1)
         self.rates: dict[str, float] = {}

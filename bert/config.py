@@ -199,3 +199,176 @@ def paper_recipe(preset: str, phase: str = "128") -> ConfigDict:
     c.data.masking = "static"  # as released: dupe_factor copies, each with its own masks
     c.data.dupe_factor = 10
     return c
+
+
+# ------------------------------------------------------------------------------ fine-tuning
+
+# The paper's fine-tuning grid (Appendix A.3), chosen on dev.
+PAPER_LR_GRID = (5e-5, 4e-5, 3e-5, 2e-5)
+
+
+def finetuning_config() -> ConfigDict:
+    """Defaults for every fine-tuning key: the paper's GLUE recipe and the original code's
+    optimizer. Experiment files under experiments/finetune/ set the task and what differs."""
+    c = ConfigDict()
+    c.task = "sst2"  # sst2 cola mrpc qqp stsb mnli qnli rte wnli classify squad_v1 squad_v2 ner tag swag
+    c.seed = 0  # head init, dropout and data order derive from (seed, step)
+    c.seeds = ""  # comma-separated restarts, e.g. "1,2,3": every run reported, one selected on dev
+    c.init_checkpoint = ""  # model folder or pretraining work directory (architecture, tokenizer, params)
+    c.random_init = False  # True: init_checkpoint's architecture and tokenizer, fresh weights (a baseline)
+
+    # Files.
+    c.train_file = ""
+    c.eval_file = ""  # dev set: scored into eval_results.json
+    c.eval_mismatched_file = ""  # MNLI's mismatched dev set (accuracy_mm)
+    c.test_file = ""  # unlabelled: predictions only
+    c.test_mismatched_file = ""  # MNLI's mismatched test set (MNLI-mm.tsv)
+
+    # Length and batch.
+    c.max_seq_len = 128  # tokens per row, [CLS] and [SEP]s included
+    c.batch_size = 32  # GLOBAL rows per optimizer step (SWAG: questions)
+    c.grad_accum_steps = 1  # micro-batches per step
+    c.length_buckets = ""  # comma-separated padded lengths; "" = 4 even steps up to max_seq_len
+
+    # Optimizer: AdamW, linear warmup over warmup_proportion of the steps, then linear decay.
+    c.learning_rate = 2e-5  # peak
+    c.lr_grid = ""  # "paper" = 5e-5,4e-5,3e-5,2e-5 (chosen on dev), or a comma-separated list
+    c.num_train_epochs = 3.0
+    c.warmup_proportion = 0.1
+    c.weight_decay = 0.01  # not on LayerNorm params and biases
+    c.optim = ConfigDict()
+    c.optim.name = "adamw"
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-6  # the original code's
+    c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 disables
+
+    # Model.
+    c.dropout_rate = 0.1  # hidden, attention and head dropout
+    c.dtype = "float32"  # compute dtype; params are always float32
+
+    # Logging, evaluation, checkpoints.
+    c.log_every = 50  # steps
+    c.eval_every = 0  # steps between dev evaluations; 0 = at the end of every epoch
+    c.select_on_dev = False  # True: score the checkpoint best on dev instead of the final one
+    c.checkpoint_every = 1000  # steps (and at the end of training)
+    c.keep_checkpoints = 1
+    c.on_nonfinite = "skip"  # "skip" the update, or "stop" after saving
+
+    # Parallelism, as in pretraining.
+    c.parallelism = "jit"
+    c.mesh = ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    # Span QA (squad_v1, squad_v2).
+    c.doc_stride = 128  # tokens between the starts of consecutive context windows
+    c.max_query_length = 64  # question tokens kept
+    c.n_best_size = 20  # start and end candidates per window
+    c.max_answer_length = 30  # tokens
+    c.null_score_diff_threshold = 0.0  # v2.0: predict "" when null beats the best span by more
+
+    # Tagging (ner, tag).
+    c.labels = ""  # comma-separated tag set; "" = the tags of the training file
+    c.document_context = False  # fill windows with the sentence's document as context
+
+    # Reading files (classify; encoding also for tag).
+    c.reader = ConfigDict()
+    c.reader.format = ""  # csv, tsv or jsonl; "" = from the file suffix
+    c.reader.encoding = "utf-8"
+    c.reader.delimiter = ""  # "" = the format's
+    c.reader.quoting = "minimal"  # "minimal" (CSV quotes) or "none" (quotes are text)
+    c.reader.header = True  # the first row names the columns
+    c.reader.text_column = "text"  # name, or 0-based position
+    c.reader.pair_column = ""  # second text of a pair; "" = single sentences
+    c.reader.label_column = "label"
+    c.reader.index_column = ""  # "" = the row number
+    c.reader.labels = ""  # comma-separated label list; "" = sorted labels of the training file
+    c.reader.regression = False  # the label is a number (MSE loss, Pearson/Spearman)
+    return c
+
+
+def learning_rates(config: ConfigDict) -> tuple[float, ...]:
+    """config.lr_grid as learning rates; the single config.learning_rate without one."""
+    grid = str(config.lr_grid).strip()
+    if not grid:
+        return (float(config.learning_rate),)
+    if grid == "paper":
+        return PAPER_LR_GRID
+    try:
+        return tuple(float(x) for x in grid.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"config.lr_grid: {grid!r} is neither 'paper' nor a comma-separated "
+                         "list of learning rates") from None
+
+
+def seeds(config: ConfigDict) -> tuple[int, ...]:
+    text = str(config.seeds).strip()
+    if not text:
+        return (int(config.seed),)
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"config.seeds: {text!r} is not a comma-separated list of integers") \
+            from None
+
+
+def validate_finetuning(config: ConfigDict) -> None:
+    """Raise ValueError naming the first bad key, before reading data or compiling."""
+    from bert.tasks.registry import TASK_NAMES  # the task families import this module
+
+    unknown = sorted(_known_keys(config) - _known_keys(finetuning_config()))
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join('config.' + k for k in unknown)}")
+
+    def check(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ValueError(f"config.{key}: {message}")
+
+    check(config.task in TASK_NAMES, "task", f"{config.task!r} is not one of {', '.join(TASK_NAMES)}")
+    check(bool(config.init_checkpoint), "init_checkpoint",
+          "is empty: name a model folder or pretraining work directory")
+    check(bool(config.train_file), "train_file", "is empty: name the training file")
+    for key in ("max_seq_len", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every",
+                "keep_checkpoints", "n_best_size", "max_answer_length", "doc_stride",
+                "max_query_length"):
+        check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
+    check(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = every epoch)")
+    check(config.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+    check(0.0 <= config.warmup_proportion <= 1.0, "warmup_proportion", "must be in [0, 1]")
+    check(config.weight_decay >= 0, "weight_decay", "must be >= 0")
+    check(0.0 <= config.dropout_rate < 1.0, "dropout_rate", "must be in [0, 1)")
+    check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
+          f"{config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
+    check(config.parallelism in ("jit", "pmap"), "parallelism",
+          f"must be 'jit' or 'pmap', got {config.parallelism!r}")
+    check(config.on_nonfinite in ("skip", "stop"), "on_nonfinite",
+          f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
+    check(config.dtype in ("float32", "bfloat16", "float16"), "dtype",
+          f"must be float32, bfloat16 or float16, got {config.dtype!r}")
+    check(config.reader.quoting in ("minimal", "none"), "reader.quoting",
+          f"must be 'minimal' or 'none', got {config.reader.quoting!r}")
+    learning_rates(config)
+    seeds(config)
+    length_buckets(config)
+    if config.select_on_dev:
+        check(bool(config.eval_file), "select_on_dev", "needs config.eval_file to select on")
+
+
+def length_buckets(config: ConfigDict) -> tuple[int, ...]:
+    """Padded lengths of batches: config.length_buckets, or 4 even steps up to max_seq_len."""
+    from bert.tasks.batches import default_buckets
+
+    text = str(config.length_buckets).strip()
+    if not text:
+        return default_buckets(int(config.max_seq_len))
+    try:
+        buckets = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"config.length_buckets: {text!r} is not a comma-separated list of "
+                         "lengths") from None
+    if not buckets or buckets[0] < 1 or buckets[-1] > config.max_seq_len:
+        raise ValueError(f"config.length_buckets: {text!r} must be lengths between 1 and "
+                         f"config.max_seq_len={config.max_seq_len}")
+    return tuple(buckets) if buckets[-1] == config.max_seq_len else (*buckets, config.max_seq_len)

@@ -27,7 +27,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import ConfigDict
 
 from bert import train
-from bert.model import BertForPreTraining, dummy_inputs
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -132,7 +131,7 @@ def _path_name(path: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def state_shardings(model: BertForPreTraining, tx: optax.GradientTransformation,
+def state_shardings(task: train.Task, tx: optax.GradientTransformation,
                     mesh: Mesh) -> tuple[train.TrainState, train.TrainState, list[str]]:
     """Shapes and NamedShardings of the whole train state, without allocating it.
 
@@ -142,7 +141,7 @@ def state_shardings(model: BertForPreTraining, tx: optax.GradientTransformation,
     """
 
     def boxed_state() -> train.TrainState:
-        params = model.init(jax.random.key(0), **dummy_inputs())["params"]
+        params = task.model.init(jax.random.key(0), **task.init_inputs())["params"]
         return train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                 opt_state=tx.init(params))
 
@@ -260,19 +259,20 @@ def _check_host_blocks(shard_of_device: Mapping[jax.Device, int], num_shards: in
 class Runner:
     """jit-compiled train and eval steps over a (data, fsdp, tensor) Mesh.
 
-    Interface shared with PmapRunner: `init_state(rng)`, `abstract_state` (for orbax restore),
-    `train_step(state, host_batch, base_rng)`, `eval_step(params, host_batch)`, `place_batch`,
+    Interface shared with PmapRunner: `init_state(rng, params=None)`, `abstract_state` (for
+    orbax restore), `train_step(state, host_batch, base_rng)`, `eval_step(params, host_batch)`
+    (metric sums and the global batch's per-row predictions, on every host), `place_batch`,
     `train_step_placed(state, place_batch(host_batch), base_rng)`,
     `batch` (the BatchLayout) and `num_batch_shards`. Host batches are this process's rows of
     the global batch, [batch.per_host, ...] numpy arrays.
     """
 
-    def __init__(self, config: ConfigDict, model: BertForPreTraining,
+    def __init__(self, config: ConfigDict, task: train.Task,
                  tx: optax.GradientTransformation,
                  devices: Sequence[jax.Device] | None = None,
                  compiler_options: Mapping[str, Any] | None = None) -> None:
         self.config = config
-        self.model = model
+        self.task = task
         self.tx = tx
         self.mesh = make_mesh(config.mesh, devices)
         num_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
@@ -284,14 +284,12 @@ class Runner:
         )
         self.batch_sharding = NamedSharding(self.mesh, P(BATCH_AXES))
         _check_host_blocks(self._batch_shard_of_device(), num_shards)
-        shapes, self.state_shardings, self.replicated_notes = state_shardings(model, tx, self.mesh)
+        shapes, self.state_shardings, self.replicated_notes = state_shardings(task, tx, self.mesh)
         for note in self.replicated_notes:
             logging.info("partitioning: %s", note)
         self.abstract_state = _abstract(shapes, self.state_shardings)
         self.replicated = NamedSharding(self.mesh, P())
-        step_fn = train.make_train_step(
-            model, tx, nsp_weight=config.data.nsp_weight, grad_accum_steps=config.grad_accum_steps
-        )
+        step_fn = train.make_train_step(task, tx, grad_accum_steps=config.grad_accum_steps)
         self.jitted_train_step = jax.jit(
             _gathering_params(step_fn, self.state_shardings.params),
             in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
@@ -300,14 +298,14 @@ class Runner:
             compiler_options=compiler_options,
         )
         self._eval_step = jax.jit(
-            train.make_eval_step(model),
+            train.make_eval_step(task),
             in_shardings=(self.state_shardings.params, self.batch_sharding),
             out_shardings=self.replicated,
             compiler_options=compiler_options,
         )
         self._init = jax.jit(
-            lambda rng: train.create_train_state(model, tx, rng), out_shardings=self.state_shardings,
-            compiler_options=compiler_options,
+            lambda rng, params: train.create_train_state(task, tx, rng, params),
+            out_shardings=self.state_shardings, compiler_options=compiler_options,
         )
 
     def _batch_shard_of_device(self) -> dict[jax.Device, int]:
@@ -321,8 +319,10 @@ class Runner:
     def num_batch_shards(self) -> int:
         return self.batch.num_shards
 
-    def init_state(self, rng: jax.Array) -> train.TrainState:
-        return self._init(rng)
+    def init_state(self, rng: jax.Array, params: Any = None) -> train.TrainState:
+        """A step-0 state with fresh params, or with `params` (host arrays, e.g. a pretrained
+        encoder and new heads) placed as the state's shardings say."""
+        return self._init(rng, params)
 
     def place_batch(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """This host's [per_host, ...] rows -> global [batch_size, ...] arrays over (data, fsdp)."""
@@ -352,8 +352,13 @@ class Runner:
         """The step on a batch `place_batch` made (see DevicePrefetcher)."""
         return self.jitted_train_step(state, batch, base_rng)
 
-    def eval_step(self, params: Any, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    def eval_step(self, params: Any, host_batch: Mapping[str, np.ndarray]
+                  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
         return self._eval_step(params, self.place_batch(host_batch))
+
+    def batch_tokens(self, batch: Mapping[str, Any]) -> int:
+        """Token slots (padding included) of the global batch behind a placed batch."""
+        return int(np.prod(batch["input_ids"].shape))
 
 
 def _check_host_rows(key: str, value: np.ndarray, layout: BatchLayout) -> None:
@@ -374,7 +379,7 @@ class PmapRunner:
     both runners, and pretrain.py drives either without knowing which.
     """
 
-    def __init__(self, config: ConfigDict, model: BertForPreTraining,
+    def __init__(self, config: ConfigDict, task: train.Task,
                  tx: optax.GradientTransformation,
                  devices: Sequence[jax.Device] | None = None) -> None:
         for axis in ("fsdp", "tensor"):
@@ -384,7 +389,7 @@ class PmapRunner:
                     f"params on every device; use config.parallelism='jit' to shard them"
                 )
         self.config = config
-        self.model = model
+        self.task = task
         self.tx = tx
         self.devices = _by_process(devices if devices is not None else jax.devices())
         self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
@@ -394,31 +399,29 @@ class PmapRunner:
         if self.batch.per_host != len(self.local_devices) * self.batch.per_shard:
             raise ValueError("pmap needs the same number of devices on every process")
         self.replicated = NamedSharding(self.mesh, P())
-        shapes = jax.eval_shape(lambda: train.create_train_state(model, tx, jax.random.key(0)))
+        shapes = jax.eval_shape(lambda: train.create_train_state(task, tx, jax.random.key(0)))
         self.state_shardings = jax.tree.map(lambda _: self.replicated, shapes)
         self.abstract_state = _abstract(shapes, self.state_shardings)
         self.replicated_notes: list[str] = []
-        step_fn = train.make_train_step(
-            model, tx, nsp_weight=config.data.nsp_weight,
-            grad_accum_steps=config.grad_accum_steps, axis_name=PMAP_AXIS,
-        )
+        step_fn = train.make_train_step(task, tx, grad_accum_steps=config.grad_accum_steps,
+                                        axis_name=PMAP_AXIS)
         self.pmapped_train_step = jax.pmap(
             step_fn, axis_name=PMAP_AXIS, in_axes=(None, 0, None), out_axes=(None, None),
             devices=self.devices, donate_argnums=(0,),
         )
         self._eval_step = jax.pmap(
-            train.make_eval_step(model, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
+            train.make_eval_step(task, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS,
             in_axes=(None, 0), out_axes=None, devices=self.devices,
         )
-        self._init = jax.jit(lambda rng: train.create_train_state(model, tx, rng),
+        self._init = jax.jit(lambda rng, params: train.create_train_state(task, tx, rng, params),
                              out_shardings=self.state_shardings)
 
     @property
     def num_batch_shards(self) -> int:
         return self.batch.num_shards
 
-    def init_state(self, rng: jax.Array) -> train.TrainState:
-        return self._init(rng)
+    def init_state(self, rng: jax.Array, params: Any = None) -> train.TrainState:
+        return self._init(rng, params)
 
     def place_batch(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """This host's [per_host, ...] rows -> [local_devices, per_device, ...] for pmap."""
@@ -445,8 +448,13 @@ class PmapRunner:
                           base_rng: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:
         return self._global(self.pmapped_train_step(state, batch, base_rng))
 
-    def eval_step(self, params: Any, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    def eval_step(self, params: Any, host_batch: Mapping[str, np.ndarray]
+                  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
         return self._global(self._eval_step(params, self.place_batch(host_batch)))
+
+    def batch_tokens(self, batch: Mapping[str, Any]) -> int:
+        """Token slots (padding included) of the global batch behind a placed batch."""
+        return int(np.prod(batch["input_ids"].shape)) * self.batch.process_count
 
 
 class DevicePrefetcher:
@@ -484,7 +492,7 @@ class DevicePrefetcher:
             self.wait_seconds += time.perf_counter() - start
 
 
-def build_runner(config: ConfigDict, model: BertForPreTraining, tx: optax.GradientTransformation,
+def build_runner(config: ConfigDict, task: train.Task, tx: optax.GradientTransformation,
                  devices: Sequence[jax.Device] | None = None,
                  compiler_options: Mapping[str, Any] | None = None) -> Runner | PmapRunner:
     """The runner `config.parallelism` names, with the batch layout checked (nothing compiled).
@@ -494,9 +502,9 @@ def build_runner(config: ConfigDict, model: BertForPreTraining, tx: optax.Gradie
     does not matter (tests); pmap compiles with the defaults.
     """
     if config.parallelism == "jit":
-        return Runner(config, model, tx, devices, compiler_options)
+        return Runner(config, task, tx, devices, compiler_options)
     if config.parallelism == "pmap":
-        return PmapRunner(config, model, tx, devices)
+        return PmapRunner(config, task, tx, devices)
     raise ValueError(f"config.parallelism must be 'jit' or 'pmap', got {config.parallelism!r}")
 
 

@@ -1,8 +1,11 @@
-"""Train state, the one loss function, and the step that every parallel wrapper shares.
+"""Tasks, train state, and the one step that every parallel wrapper and every task shares.
 
-`make_train_step` returns a pure function (state, batch, rng) -> (state, sums). The jit-over-a-Mesh
-and pmap wrappers in `bert.partitioning` only decide where arrays live and how cross-device
-sums are taken (`axis_name`), so the two cannot drift apart.
+A `Task` is a model plus its objective: how a batch feeds the model, which weighted sums its
+loss is made of, and which normalisers come from the whole global batch. Pretraining (MLM +
+NSP) is one task; each fine-tuning family in bert/tasks is another. `make_train_step(task, tx)`
+returns a pure function (state, batch, rng) -> (state, sums). The jit-over-a-Mesh and pmap
+wrappers in `bert.partitioning` only decide where arrays live and how cross-device sums are
+taken (`axis_name`), so the two cannot drift apart, and no task has a loop of its own.
 """
 from __future__ import annotations
 
@@ -15,16 +18,87 @@ import jax.numpy as jnp
 import optax
 
 from bert import objectives
-from bert.model import BertForPreTraining, init_params
+from bert.model import BertForPreTraining, dummy_inputs
 
 Array = jax.Array
 Batch = Mapping[str, Array]
 StepFn = Callable[["TrainState", Batch, Array], tuple["TrainState", dict[str, Array]]]
 
-# Batch fields the model consumes; anything else in a batch is ignored by the step.
+# Batch fields the pretraining model consumes; anything else in a batch is ignored by the step.
 MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask", "masked_lm_positions")
 # ... and those of packed batches (bert/data/packing.py), passed only when present.
 PACKED_INPUTS = ("position_ids", "pack_ids", "nsp_positions")
+
+
+class Task:
+    """A model and its objective, as the step, the runners and the training loop see it.
+
+    The loss is `loss(sums, denominators)`: `sums` are weighted sums over the rows at hand (a
+    micro-batch, one device's shard) and `denominators` are normalisers of the whole global
+    batch, known before the forward pass. So micro-batches, data-parallel shards and one big
+    batch add up to exactly the same loss and gradient.
+    """
+
+    model: nn.Module
+    sum_keys: tuple[str, ...]  # the keys `sums` returns, zero-initialised by the step
+    model_input_keys: tuple[str, ...]  # batch fields passed to the model, when present
+
+    def init_inputs(self) -> dict[str, Array]:
+        """Shape-only inputs for `model.init`."""
+        raise NotImplementedError
+
+    def apply(self, params: Any, batch: Batch, rng: Array | None) -> Any:
+        """The model's outputs; rng None means deterministic (no dropout)."""
+        inputs = {k: batch[k] for k in self.model_input_keys if k in batch}
+        rngs = None if rng is None else {"dropout": rng}
+        return self.model.apply({"params": params}, **inputs, deterministic=rng is None,
+                                rngs=rngs)
+
+    def sums(self, outputs: Any, batch: Batch) -> dict[str, Array]:
+        raise NotImplementedError
+
+    def denominators(self, batch: Batch) -> Any:
+        """A pytree of normalisers of this batch; the step sums it over devices."""
+        raise NotImplementedError
+
+    def loss(self, sums: Mapping[str, Array], denominators: Any) -> Array:
+        raise NotImplementedError
+
+    def predictions(self, outputs: Any, batch: Batch) -> dict[str, Array]:
+        """Per-row outputs an evaluation brings back to the host (logits, scores)."""
+        return {}
+
+    def finalize(self, sums: Mapping[str, float]) -> dict[str, float]:
+        """Host-side means of accumulated sums, for the metrics log."""
+        raise NotImplementedError
+
+
+class PretrainingTask(Task):
+    """MLM (on the gathered masked positions) + nsp_weight · NSP."""
+
+    sum_keys = objectives.SUM_KEYS
+    model_input_keys = MODEL_INPUTS + PACKED_INPUTS
+
+    def __init__(self, model: BertForPreTraining, nsp_weight: float) -> None:
+        self.model = model
+        self.nsp_weight = float(nsp_weight)
+
+    def init_inputs(self) -> dict[str, Array]:
+        return dummy_inputs()
+
+    def sums(self, outputs: Any, batch: Batch) -> dict[str, Array]:
+        mlm_logits, nsp_logits = outputs
+        return objectives.pretraining_sums(mlm_logits, nsp_logits, batch)
+
+    def denominators(self, batch: Batch) -> tuple[Array, Array]:
+        return objectives.batch_denominators(batch)
+
+    def loss(self, sums: Mapping[str, Array], denominators: Any) -> Array:
+        mlm_denominator, nsp_denominator = denominators
+        return objectives.total_loss(sums, mlm_denominator, nsp_denominator, self.nsp_weight)
+
+    def finalize(self, sums: Mapping[str, float]) -> dict[str, float]:
+        return objectives.finalize_metrics(sums, self.nsp_weight)
 
 
 @flax.struct.dataclass
@@ -34,8 +108,16 @@ class TrainState:
     opt_state: Any
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: Array) -> TrainState:
-    params = init_params(model, rng)
+def init_task_params(task: Task, rng: Array) -> Any:
+    """Fresh params as a plain pytree (logical-axis boxes removed)."""
+    return nn.meta.unbox(task.model.init(rng, **task.init_inputs())["params"])
+
+
+def create_train_state(task: Task, tx: optax.GradientTransformation, rng: Array,
+                       params: Any = None) -> TrainState:
+    """A step-0 state: fresh params, or `params` (e.g. a pretrained encoder with new heads)."""
+    if params is None:
+        params = init_task_params(task, rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -44,24 +126,13 @@ def step_rng(base_rng: Array, step: Array) -> Array:
     return jax.random.fold_in(base_rng, step)
 
 
-def make_loss_fn(model: BertForPreTraining, nsp_weight: float) -> Callable:
-    """loss_fn(params, batch, rng, mlm_denominator, nsp_denominator) -> (loss, sums).
+def make_loss_fn(task: Task) -> Callable:
+    """loss_fn(params, batch, rng, denominators) -> (loss, sums); rng None: no dropout."""
 
-    rng None means deterministic (no dropout), as in evaluation.
-    """
-
-    def loss_fn(
-        params: Any, batch: Batch, rng: Array | None, mlm_denominator: Array, nsp_denominator: Array
-    ) -> tuple[Array, dict[str, Array]]:
-        inputs = {k: batch[k] for k in MODEL_INPUTS}
-        inputs.update({k: batch[k] for k in PACKED_INPUTS if k in batch})
-        rngs = None if rng is None else {"dropout": rng}
-        mlm_logits, nsp_logits = model.apply(
-            {"params": params}, **inputs, deterministic=rng is None, rngs=rngs
-        )
-        sums = objectives.pretraining_sums(mlm_logits, nsp_logits, batch)
-        loss = objectives.total_loss(sums, mlm_denominator, nsp_denominator, nsp_weight)
-        return loss, sums
+    def loss_fn(params: Any, batch: Batch, rng: Array | None,
+                denominators: Any) -> tuple[Array, dict[str, Array]]:
+        sums = task.sums(task.apply(params, batch, rng), batch)
+        return task.loss(sums, denominators), sums
 
     return loss_fn
 
@@ -85,10 +156,9 @@ def _split_micro_batches(batch: Batch, num_micro: int) -> dict[str, Array]:
 
 
 def make_train_step(
-    model: BertForPreTraining,
+    task: Task,
     tx: optax.GradientTransformation,
     *,
-    nsp_weight: float,
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
 ) -> StepFn:
@@ -99,7 +169,7 @@ def make_train_step(
     loss or gradient leaves params and optimizer state unchanged (the step counter still moves)
     and is reported as `nonfinite` = 1; the training loop decides whether to go on or stop.
     """
-    loss_fn = make_loss_fn(model, nsp_weight)
+    loss_fn = make_loss_fn(task)
     tx = optax.with_extra_args_support(tx)  # update(..., global_norm=) below; a no-op for ours
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -110,7 +180,7 @@ def make_train_step(
         rng = step_rng(base_rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        mlm_denominator, nsp_denominator = cross_device_sum(objectives.batch_denominators(batch))
+        denominators = cross_device_sum(task.denominators(batch))
 
         def micro_step(carry: tuple[Any, dict], micro: tuple[Array, Batch]) -> tuple:
             grads_acc, sums_acc = carry
@@ -119,13 +189,12 @@ def make_train_step(
                 state.params,
                 micro_batch,
                 jax.random.fold_in(rng, index),
-                mlm_denominator,
-                nsp_denominator,
+                denominators,
             )
             return (jax.tree.map(jnp.add, grads_acc, grads), jax.tree.map(jnp.add, sums_acc, sums)), None
 
         zero_grads = jax.tree.map(jnp.zeros_like, state.params)
-        zero_sums = {k: jnp.zeros((), jnp.float32) for k in objectives.SUM_KEYS}
+        zero_sums = {k: jnp.zeros((), jnp.float32) for k in task.sum_keys}
         if grad_accum_steps == 1:
             (grads, sums), _ = micro_step((zero_grads, zero_sums), (jnp.int32(0), batch))
         else:
@@ -139,9 +208,9 @@ def make_train_step(
 
         # A NaN or infinity in any gradient makes the global norm non-finite: one reduction.
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(grad_norm) & jnp.isfinite(sums["mlm_loss_sum"]) & jnp.isfinite(
-            sums["nsp_loss_sum"]
-        )
+        finite = jnp.isfinite(grad_norm)
+        for value in sums.values():
+            finite &= jnp.isfinite(value)
 
         def update(params: Any, opt_state: Any) -> tuple[Any, Any]:
             updates, opt_state = tx.update(grads, opt_state, params, global_norm=grad_norm)
@@ -160,12 +229,19 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model: BertForPreTraining, *, axis_name: str | None = None) -> Callable:
-    """eval_step(params, batch) -> metric sums, deterministic (no dropout)."""
-    loss_fn = make_loss_fn(model, nsp_weight=0.0)
+def make_eval_step(task: Task, *, axis_name: str | None = None) -> Callable:
+    """eval_step(params, batch) -> (metric sums, per-row predictions), deterministic.
 
-    def eval_step(params: Any, batch: Batch) -> dict[str, Array]:
-        _, sums = loss_fn(params, batch, None, jnp.float32(1.0), jnp.float32(1.0))
-        return sums if axis_name is None else jax.lax.psum(sums, axis_name)
+    Under pmap (`axis_name`) sums are summed and predictions gathered across devices, so every
+    host gets the predictions of the whole global batch.
+    """
+
+    def eval_step(params: Any, batch: Batch) -> tuple[dict[str, Array], dict[str, Array]]:
+        outputs = task.apply(params, batch, None)
+        sums, predictions = task.sums(outputs, batch), task.predictions(outputs, batch)
+        if axis_name is None:
+            return sums, predictions
+        return (jax.lax.psum(sums, axis_name),
+                jax.lax.all_gather(predictions, axis_name, tiled=True))
 
     return eval_step

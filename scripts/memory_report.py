@@ -25,6 +25,7 @@ from absl import app, flags  # noqa: E402
 from bert import partitioning  # noqa: E402
 from bert.config import model_config, pretraining_config  # noqa: E402
 from bert.model import BertForPreTraining, count_params  # noqa: E402
+from bert.train import PretrainingTask  # noqa: E402
 from bert.optim import make_optimizer  # noqa: E402
 
 _PRESETS = flags.DEFINE_list("presets", ["base", "large"], "model sizes (config.model.preset)")
@@ -57,7 +58,7 @@ def _row(preset: str, mesh: str) -> str:
     model = BertForPreTraining(model_config(config))
     start = time.perf_counter()
     memory = partitioning.step_memory(
-        partitioning.build_runner(config, model, make_optimizer(config)))
+        partitioning.build_runner(config, PretrainingTask(model, 1.0), make_optimizer(config)))
     print(f"  {preset} {mesh}: compiled in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     replicated = sorted({note.split(" its ")[1].split(" dimension")[0]
                          for note in memory.replicated_notes})

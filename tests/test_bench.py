@@ -44,10 +44,10 @@ def test_full_mlm_head_ablation_has_the_same_loss():
     assert everything["masked_lm_weights"].sum() == batch["masked_lm_weights"].sum()
     model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=99))
     params = init_params(model, jax.random.key(0))
-    loss_fn = train.make_loss_fn(model, nsp_weight=1.0)
+    loss_fn = train.make_loss_fn(train.PretrainingTask(model, 1.0))
     one = jnp.float32(1.0)
-    loss, sums = loss_fn(params, batch, None, one, one)
-    loss_all, sums_all = loss_fn(params, everything, None, one, one)
+    loss, sums = loss_fn(params, batch, None, (one, one))
+    loss_all, sums_all = loss_fn(params, everything, None, (one, one))
     assert float(loss_all) == pytest.approx(float(loss), rel=1e-5)
     assert float(sums_all["mlm_count"]) == float(sums["mlm_count"]) == 6
 

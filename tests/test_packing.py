@@ -151,11 +151,10 @@ def test_loss_of_packed_rows_equals_the_unpacked_loss(params):
     packs = pack_indices(instances.lengths, max_seq_len=SEQ, max_instances=SLOTS, seed=0)
     together = packed_batch(instances, positions, packs)
     assert len(packs) < len(instances)
-    loss_fn = train.make_loss_fn(BertForPreTraining(CONFIG), nsp_weight=1.0)
+    loss_fn = train.make_loss_fn(train.PretrainingTask(BertForPreTraining(CONFIG), 1.0))
     results = []
     for batch in (alone, together):
-        mlm_denominator, nsp_denominator = objectives.batch_denominators(batch)
-        results.append(loss_fn(params, batch, None, mlm_denominator, nsp_denominator))
+        results.append(loss_fn(params, batch, None, objectives.batch_denominators(batch)))
     (loss_alone, sums_alone), (loss_packed, sums_packed) = results
     assert float(sums_packed["nsp_count"]) == len(instances) == float(sums_alone["nsp_count"])
     assert float(sums_packed["mlm_count"]) == 2 * len(instances)
@@ -262,7 +261,7 @@ def test_jit_and_pmap_runners_take_packed_batches():
     for parallelism in ("jit", "pmap"):  # jit: data parallel over the 8 fake devices
         config = tiny_config(**overrides, parallelism=parallelism)
         assert set(partitioning.batch_shapes(config, 8)) == set(batch)
-        model, tx = BertForPreTraining(model_config(config)), make_optimizer(config)
+        model, tx = train.PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(config)
         runner = partitioning.build_runner(config, model, tx)
         state = runner.init_state(jax.random.key(0))
         _, sums[parallelism] = runner.train_step(state, batch, jax.random.key(1))

@@ -46,7 +46,8 @@ def _config(**overrides):
 
 
 def _model_and_optimizer(config):
-    return BertForPreTraining(model_config(config)), make_optimizer(config)
+    task = train.PretrainingTask(BertForPreTraining(model_config(config)), config.data.nsp_weight)
+    return task, make_optimizer(config)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,8 @@ def test_layout_takes_the_same_steps_as_one_device(layout, runs, one_device, ini
 
 def test_pmap_and_jit_evaluate_alike(runs, batches):
     jit_run, pmap_run = runs["jit data=8"], runs["pmap x8"]
-    jit_sums = jax.device_get(jit_run.runner.eval_step(jit_run.state.params, batches[0]))
-    pmap_sums = jax.device_get(pmap_run.runner.eval_step(pmap_run.state.params, batches[0]))
+    jit_sums = jax.device_get(jit_run.runner.eval_step(jit_run.state.params, batches[0])[0])
+    pmap_sums = jax.device_get(pmap_run.runner.eval_step(pmap_run.state.params, batches[0])[0])
     for key in objectives.SUM_KEYS:
         np.testing.assert_allclose(pmap_sums[key], jit_sums[key], rtol=1e-5, err_msg=key)
 
@@ -211,7 +212,7 @@ def test_memory_analysis_of_an_fsdp_step_counts_a_shard_of_params_and_optimizer_
     config = _config(**{"mesh.data": 1, "mesh.fsdp": 8})
     model, tx = _model_and_optimizer(config)
     report = partitioning.step_memory(partitioning.build_runner(config, model, tx, None, FAST_COMPILE))
-    whole = 4 * count_params(model)  # float32 bytes of all params
+    whole = 4 * count_params(model.model)  # float32 bytes of all params
     assert whole / 8 <= report.params < whole / 4  # biases of the MLP columns split only by tensor
     assert 2 * report.params <= report.opt_state <= 2 * report.params + 64  # Adam: 2 moments
     assert report.temp > 0 and report.peak >= report.params + report.opt_state + report.temp

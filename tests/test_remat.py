@@ -8,16 +8,16 @@ import pytest
 
 from bert.config import model_config
 from bert.model import BertForPreTraining, init_params
-from bert.train import make_loss_fn
+from bert.train import PretrainingTask, make_loss_fn
 from tests.fakes import random_batch, tiny_config
 
 
 def _loss_and_grads(remat: str, params, batch):
     model = BertForPreTraining(model_config(tiny_config(**{"model.remat": remat})))
-    loss_fn = make_loss_fn(model, nsp_weight=1.0)
+    loss_fn = make_loss_fn(PretrainingTask(model, 1.0))
     denominators = (jnp.sum(batch["masked_lm_weights"]), jnp.sum(batch["next_sentence_weights"]))
     (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-        params, batch, jax.random.key(3), *denominators)
+        params, batch, jax.random.key(3), denominators)
     return loss, grads
 
 

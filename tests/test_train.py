@@ -15,7 +15,7 @@ def _setup(**overrides):
     config = tiny_config(**overrides)
     model = BertForPreTraining(model_config(config))
     tx = make_optimizer(config)
-    state = train.create_train_state(model, tx, jax.random.key(0))
+    state = train.create_train_state(train.PretrainingTask(model, 1.0), tx, jax.random.key(0))
     return config, model, tx, state
 
 
@@ -23,7 +23,7 @@ def _setup(**overrides):
 @pytest.mark.parametrize("optimizer, learning_rate", [("adamw", 3e-3), ("lamb", 3e-2)])
 def test_loss_falls_when_overfitting_one_batch(optimizer, learning_rate):
     config, model, tx, state = _setup(**{"optim.name": optimizer, "learning_rate": learning_rate})
-    step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    step = jax.jit(train.make_train_step(train.PretrainingTask(model, 1.0), tx))
     batch = random_batch()
     losses = []
     for _ in range(60):
@@ -36,8 +36,8 @@ def test_loss_falls_when_overfitting_one_batch(optimizer, learning_rate):
 def test_grad_accumulation_equals_one_big_batch():
     config, model, tx, state = _setup(**{"model.dropout_rate": 0.0, "model.attention_dropout_rate": 0.0})
     batch = random_batch(batch_size=8)
-    one = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
-    four = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0, grad_accum_steps=4))
+    one = jax.jit(train.make_train_step(train.PretrainingTask(model, 1.0), tx))
+    four = jax.jit(train.make_train_step(train.PretrainingTask(model, 1.0), tx, grad_accum_steps=4))
     state_one, state_four = state, state
     for _ in range(3):
         state_one, sums_one = one(state_one, batch, jax.random.key(1))
@@ -51,7 +51,7 @@ def test_grad_accumulation_equals_one_big_batch():
 
 def test_nonfinite_step_leaves_params_and_optimizer_untouched():
     config, model, tx, state = _setup()
-    step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    step = jax.jit(train.make_train_step(train.PretrainingTask(model, 1.0), tx))
     state, _ = step(state, random_batch(), jax.random.key(1))
     poisoned = jax.tree.map(lambda x: x, state)
     table = poisoned.params["bert"]["embeddings"]["word_embeddings"]["embedding"]
@@ -69,31 +69,31 @@ def test_nonfinite_step_leaves_params_and_optimizer_untouched():
 
 def test_zero_nsp_weight_turns_nsp_off():
     _, model, tx, state = _setup()
-    loss_fn = train.make_loss_fn(model, nsp_weight=0.0)
+    loss_fn = train.make_loss_fn(train.PretrainingTask(model, 0.0))
     batch = random_batch()
     denominators = objectives.batch_denominators(batch)
-    loss, sums = loss_fn(state.params, batch, None, *denominators)
+    loss, sums = loss_fn(state.params, batch, None, denominators)
     np.testing.assert_allclose(loss, sums["mlm_loss_sum"] / denominators[0], rtol=1e-6)
-    grads = jax.grad(lambda p: loss_fn(p, batch, None, *denominators)[0])(state.params)
+    grads = jax.grad(lambda p: loss_fn(p, batch, None, denominators)[0])(state.params)
     assert not np.any(np.asarray(grads["nsp"]["kernel"]))
 
 
 def test_padded_prediction_slots_do_not_count():
     _, model, tx, state = _setup()
-    loss_fn = train.make_loss_fn(model, nsp_weight=1.0)
+    loss_fn = train.make_loss_fn(train.PretrainingTask(model, 1.0))
     batch = random_batch()
     changed = {k: v.copy() for k, v in batch.items()}
     unused = batch["masked_lm_weights"] == 0
     changed["masked_lm_ids"][unused] = 42
     changed["masked_lm_positions"][unused] = 5
-    a, _ = loss_fn(state.params, batch, None, *objectives.batch_denominators(batch))
-    b, _ = loss_fn(state.params, changed, None, *objectives.batch_denominators(changed))
+    a, _ = loss_fn(state.params, batch, None, objectives.batch_denominators(batch))
+    b, _ = loss_fn(state.params, changed, None, objectives.batch_denominators(changed))
     np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_dropout_depends_only_on_seed_and_step():
     _, model, tx, state = _setup()
-    step = jax.jit(train.make_train_step(model, tx, nsp_weight=1.0))
+    step = jax.jit(train.make_train_step(train.PretrainingTask(model, 1.0), tx))
     batch = random_batch()
     _, first = step(state, batch, jax.random.key(3))
     _, again = step(state, batch, jax.random.key(3))
@@ -129,10 +129,10 @@ def test_pruned_last_layer_has_the_full_layers_loss_and_gradients():
     batch = random_batch(batch_size=4)
     batch["input_mask"][1, -5:] = 0  # padding, so the attention mask matters
     ones = (jnp.float32(1.0), jnp.float32(1.0))
-    grad_fns = [jax.jit(jax.grad(train.make_loss_fn(m, nsp_weight=1.0), has_aux=True))
+    grad_fns = [jax.jit(jax.grad(train.make_loss_fn(train.PretrainingTask(m, 1.0)), has_aux=True))
                 for m in (model, full)]
     (pruned_grads, pruned_sums), (full_grads, full_sums) = [
-        fn(state.params, batch, None, *ones) for fn in grad_fns]
+        fn(state.params, batch, None, ones) for fn in grad_fns]
     for key in objectives.SUM_KEYS:
         np.testing.assert_allclose(pruned_sums[key], full_sums[key], rtol=1e-5, err_msg=key)
     for path, a, b in zip(jax.tree_util.tree_leaves_with_path(pruned_grads),

@@ -1,0 +1,290 @@
+"""Fine-tuning entry point: one pretrained encoder, one small head per task, the paper's recipe.
+
+    python -m bert.finetune --config experiments/finetune/<task>.py --workdir DIR \
+        --config.init_checkpoint=MODEL_DIR_OR_WORKDIR --config.train_file=F --config.eval_file=F \
+        [--config.test_file=F] [--config.key=value ...]
+
+Writes DIR/eval_results.json (the dev metrics of the final checkpoint, or of the one best on
+dev with config.select_on_dev), DIR/eval_predictions.<ext> and, with a test file,
+DIR/test_predictions.<ext> in the task's customary format (GLUE submission TSV, CoNLL columns,
+SQuAD {id: answer} JSON), plus metrics.jsonl, TensorBoard, checkpoints and
+experiment_config.json as pretraining does. Training runs on the same step, runner and loop as
+pretraining (bert.trainer), so resume after a kill, SIGTERM saves, the non-finite-step policy
+and every parallel layout behave the same. Rerunning the same command resumes.
+
+With config.lr_grid and/or config.seeds, every (learning rate, seed) run gets its own work
+directory under DIR/runs/; DIR/eval_results.json then lists every run, the mean and spread of
+each metric, and the run selected on dev, whose prediction files are copied into DIR.
+"""
+from __future__ import annotations
+
+from bert.allocator import reexec_with_tuned_allocator
+
+if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
+    reexec_with_tuned_allocator()
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import statistics
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
+
+from bert import checkpoint, distributed, heads, trainer
+from bert.config import learning_rates, length_buckets, seeds, validate_finetuning
+from bert.files import write_atomically
+from bert.metrics import MetricsWriter, setup_logging
+from bert.optim import learning_rate_schedule, make_optimizer
+from bert.partitioning import Runner, build_runner
+from bert.tasks import batches, registry
+from bert.tokenizer import load_tokenizer
+
+RESULTS_FILE = "eval_results.json"
+BEST_DIR = "best"  # with select_on_dev: params of the checkpoint best on dev, and best.json
+
+
+def optimizer_config(config: ConfigDict, train_steps: int) -> ConfigDict:
+    """The pretraining optimizer keys for a fine-tuning run of `train_steps` steps: warmup over
+    warmup_proportion of them (rounded down, as the original code), then linear decay to 0."""
+    return ConfigDict(dict(
+        learning_rate=float(config.learning_rate), train_steps=int(train_steps),
+        warmup_steps=int(train_steps * config.warmup_proportion), schedule_steps=0,
+        optim=dict(name=config.optim.name, b1=config.optim.b1, b2=config.optim.b2,
+                   eps=config.optim.eps, weight_decay=config.weight_decay,
+                   clip_norm=config.optim.clip_norm)))
+
+
+def predict(runner: Runner, params: Any, split: registry.Split, config: ConfigDict
+            ) -> dict[str, np.ndarray]:
+    """The task's per-row predictions of every row of `split`, in row order."""
+    collected = []
+    for batch in batches.eval_batches(
+            split.features, batch_size=int(config.batch_size), buckets=length_buckets(config),
+            max_seq_len=int(config.max_seq_len), process_index=jax.process_index(),
+            process_count=jax.process_count()):
+        _, predictions = runner.eval_step(params, batch.host_batch)
+        collected.append((batch.rows, jax.device_get(predictions)))
+    return batches.gather_predictions(collected, len(split.features["input_ids"]))
+
+
+def _splits(config: ConfigDict) -> list[tuple[str, str]]:
+    """(name, file) of the evaluation and prediction splits this run has."""
+    named = (("eval", config.eval_file), ("eval_mismatched", config.eval_mismatched_file),
+             ("test", config.test_file), ("test_mismatched", config.test_mismatched_file))
+    return [(name, path) for name, path in named if path]
+
+
+def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
+    """One fine-tuning run; returns what it writes to eval_results.json ({} if stopped early)."""
+    os.makedirs(workdir, exist_ok=True)
+    source = config.init_checkpoint
+    tokenizer = load_tokenizer(os.path.join(source, checkpoint.TOKENIZER_DIR))
+    bert_config = dataclasses.replace(
+        checkpoint.read_model_config(source), dropout_rate=float(config.dropout_rate),
+        attention_dropout_rate=float(config.dropout_rate), dtype=config.dtype)
+    family = registry.family(config, tokenizer)
+    family.set_labels(config.train_file)
+    train_split = family.load("train", config.train_file)
+    splits = [family.load(name, path) for name, path in _splits(config)]
+    dev = [s for s in splits if s.name.startswith("eval")]
+    for split in (train_split, *splits):
+        logging.info("%s: %d examples, %d rows (%s)%s", split.name, len(split.examples),
+                     len(split.features["input_ids"]), split.path,
+                     f", {split.skipped} skipped as the original recipe does" if split.skipped else "")
+
+    plan = batches.TrainPlan(num_rows=len(train_split.features["input_ids"]),
+                             batch_size=int(config.batch_size),
+                             num_epochs=float(config.num_train_epochs), seed=int(config.seed),
+                             buckets=length_buckets(config))
+    if plan.steps < 1:
+        raise ValueError(f"{config.train_file}: {plan.num_rows} training rows make no step of "
+                         f"config.batch_size={config.batch_size} in "
+                         f"config.num_train_epochs={config.num_train_epochs}")
+    model = family.model(bert_config)
+    task = family.task(model)
+    optimizer = optimizer_config(config, plan.steps)
+    runner = build_runner(config, task, make_optimizer(optimizer))
+    if jax.process_index() == 0:
+        checkpoint.write_model_description(workdir, bert_config, tokenizer)
+        heads.save_task_head(workdir, heads.TaskHead(model.kind, family.labels))
+    trainer.save_experiment_config(config, workdir)
+
+    manager = checkpoint.CheckpointManager(workdir, keep=config.keep_checkpoints)
+    init_rng = jax.random.split(jax.random.key(config.seed))[0]
+
+    def init() -> Any:
+        if config.random_init:
+            logging.info("random_init: fresh weights in the architecture of %s", source)
+            return runner.init_state(init_rng)
+        params, report = heads.init_finetune_params(source, model, init_rng,
+                                                    labels=family.labels or None)
+        logging.info("init from %s: %s", source, report.summary())
+        return runner.init_state(init_rng, params)
+
+    state, start_step, meta = trainer.restore_or_init(runner, manager, init)
+    best = _Best(os.path.join(workdir, BEST_DIR), family.selection_metric, config.select_on_dev)
+    last: dict[str, Any] = {}
+
+    def evaluate(params: Any, step: int) -> dict[str, float]:
+        predictions = {s.name: predict(runner, params, s, config) for s in dev}
+        metrics: dict[str, float] = {}
+        for split in dev:
+            metrics.update(family.score(split, predictions[split.name]))
+        last.update(step=step, predictions=predictions, metrics=metrics)
+        best.offer(step, metrics, params)
+        return metrics
+
+    writer = MetricsWriter(workdir, resume_step=start_step)
+    loop = trainer.LoopConfig.from_config(
+        config, train_steps=plan.steps,
+        eval_steps=plan.epoch_end_steps() if config.eval_every == 0 else ())
+    logging.info("%s: %d steps of %d rows (%.2f epochs of %d rows), warmup %d, lr %g",
+                 config.task, plan.steps, plan.batch_size, plan.num_epochs, plan.num_rows,
+                 optimizer.warmup_steps, config.learning_rate)
+    try:
+        result = trainer.fit(runner=runner, loop=loop, manager=manager, writer=writer,
+                             state=state, start_step=start_step, meta=meta,
+                             train_batches=batches.train_batches(
+                                 train_split.features, plan, start_step=start_step,
+                                 max_seq_len=int(config.max_seq_len),
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count()),
+                             schedule=learning_rate_schedule(optimizer),
+                             evaluate=evaluate if dev else None, desc=config.task)
+    finally:
+        manager.close()
+        writer.close()
+    if result.stopped_by:
+        return {}
+
+    params, step, scored = result.state.params, result.step, f"final checkpoint (step {result.step})"
+    if config.select_on_dev and best.step is not None:
+        params, step = best.params(), best.step
+        scored = f"step {best.step}, best on dev by {family.selection_metric}"
+    if dev and not (last.get("step") == step and not config.select_on_dev):
+        evaluate(params, step)
+    results: dict[str, Any] = {"task": config.task, "checkpoint": scored, "step": step,
+                               "train_steps": plan.steps, "train_examples": len(train_split.examples),
+                               "selection_metric": family.selection_metric}
+    results.update(last.get("metrics", {}))
+    outputs = {}
+    for split in splits:
+        predictions = last["predictions"].get(split.name) if split in dev else None
+        if predictions is None:
+            predictions = predict(runner, params, split, config)
+        outputs[split.name] = family.write(workdir, split, predictions)
+        results[f"{split.name}_examples"] = len(split.examples)
+        if split.skipped:
+            results[f"{split.name}_skipped"] = split.skipped
+    results["prediction_files"] = {k: os.path.basename(v) for k, v in outputs.items()}
+    if jax.process_index() == 0:
+        write_atomically(os.path.join(workdir, RESULTS_FILE), json.dumps(results, indent=2) + "\n")
+    logging.info("%s: %s", scored, trainer.format_metrics(
+        {k: v for k, v in results.items() if isinstance(v, float)}))
+    return results
+
+
+class _Best:
+    """With select_on_dev: the params of the evaluation best by the task's selection metric,
+    kept as a model folder's params/ under DIR/best with best.json naming the step."""
+
+    def __init__(self, directory: str, metric: str, enabled: bool) -> None:
+        self.directory, self.metric, self.enabled = directory, metric, enabled
+        self.step: int | None = None
+        self.value = -np.inf
+        summary = os.path.join(directory, "best.json")
+        if enabled and os.path.exists(summary):
+            with open(summary) as f:
+                saved = json.load(f)
+            self.step, self.value = int(saved["step"]), float(saved["value"])
+
+    def offer(self, step: int, metrics: Mapping[str, float], params: Any) -> None:
+        if not self.enabled or metrics.get(self.metric, -np.inf) <= self.value:
+            return
+        self.step, self.value = step, float(metrics[self.metric])
+        checkpoint.save_params(self.directory, params)
+        if jax.process_index() == 0:
+            write_atomically(os.path.join(self.directory, "best.json"), json.dumps(
+                {"step": step, "metric": self.metric, "value": self.value}))
+
+    def params(self) -> Any:
+        return checkpoint.load_params(self.directory)
+
+
+def _run_name(learning_rate: float, seed: int) -> str:
+    return f"lr{learning_rate:g}_seed{seed}"
+
+
+def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
+    """The run config describes: one run in `workdir`, or the grid of config.lr_grid x
+    config.seeds in workdir/runs/ with a summary (finished runs are not redone)."""
+    validate_finetuning(config)
+    runs = [(lr, seed) for lr in learning_rates(config) for seed in seeds(config)]
+    if len(runs) == 1:
+        single = config.copy_and_resolve_references()
+        single.learning_rate, single.seed = runs[0]
+        return finetune_one(single, workdir)
+    summaries = []
+    for learning_rate, seed in runs:
+        run_dir = os.path.join(workdir, "runs", _run_name(learning_rate, seed))
+        run_config = config.copy_and_resolve_references()
+        run_config.learning_rate, run_config.seed = learning_rate, seed
+        run_config.lr_grid, run_config.seeds = "", ""
+        done = os.path.join(run_dir, RESULTS_FILE)
+        if os.path.exists(done):
+            with open(done) as f:
+                result = json.load(f)
+            logging.info("%s: finished earlier, not redone", run_dir)
+        else:
+            result = finetune_one(run_config, run_dir)
+            if not result:
+                return {}  # stopped by a signal: rerun to resume
+        summaries.append(dict(learning_rate=learning_rate, seed=seed, workdir=run_dir,
+                              metrics={k: v for k, v in result.items() if isinstance(v, float)},
+                              prediction_files=result.get("prediction_files", {})))
+    return _summarize(config, workdir, summaries, result.get("selection_metric", ""))
+
+
+def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
+               metric: str) -> dict[str, Any]:
+    names = sorted(set.intersection(*(set(r["metrics"]) for r in runs)))
+    mean = {k: statistics.fmean(r["metrics"][k] for r in runs) for k in names}
+    std = {k: statistics.pstdev([r["metrics"][k] for r in runs]) for k in names}
+    selected = max(runs, key=lambda r: r["metrics"].get(metric, -np.inf))
+    summary = {"task": config.task, "selection_metric": metric,
+               "selected": {k: selected[k] for k in ("learning_rate", "seed", "workdir")},
+               **selected["metrics"], "mean": mean, "std": std, "runs": runs}
+    if jax.process_index() == 0:
+        for file in selected["prediction_files"].values():
+            shutil.copyfile(os.path.join(selected["workdir"], file), os.path.join(workdir, file))
+        write_atomically(os.path.join(workdir, RESULTS_FILE), json.dumps(summary, indent=2) + "\n")
+    logging.info("%d runs; selected %s on dev %s; mean %s", len(runs),
+                 os.path.basename(selected["workdir"]), metric, trainer.format_metrics(mean))
+    return summary
+
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "fine-tuning config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and predictions")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    setup_logging()
+    try:
+        distributed.initialize_from_flags()
+        finetune(flags.FLAGS.config, flags.FLAGS.workdir)
+    except (ValueError, OSError, FloatingPointError) as error:
+        raise SystemExit(f"bert.finetune: error: {error}") from None
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,354 @@
+"""The fine-tuning families behind `config.task`, as the one trainer and bert.finetune see them.
+
+A family turns files into features (bert/tasks/<family>.py owns the reader, the featurizer, the
+loss sums, the metrics and the prediction files) and says which head the encoder gets. Here each
+is wrapped as a `Family`: load a split, build the model and its `train.Task`, score and write
+predictions. Adding a task is adding a family, never a training loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from bert import heads, train
+from bert.model import BertConfig
+from bert.tasks import classification, multiple_choice, squad, tagging
+from bert.tokenizer import Tokenizer
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+
+GLUE_TASKS = tuple(name for name in classification.GLUE_TASKS if name != "ax")
+TASK_NAMES = (*GLUE_TASKS, "classify", "squad_v1", "squad_v2", "ner", "tag", "swag")
+
+
+class FineTuneTask(train.Task):
+    """A task model whose loss is loss_sum / count, both summed over the global batch."""
+
+    model_input_keys = ("input_ids", "segment_ids", "input_mask")
+
+    def __init__(self, model: nn.Module, *, loss_sums: Callable[[Any, Batch], dict[str, Array]],
+                 sum_keys: tuple[str, ...], count: Callable[[Batch], Array],
+                 predictions: Callable[[Any], dict[str, Array]], choices: int = 0) -> None:
+        self.model = model
+        self._loss_sums = loss_sums
+        self.sum_keys = sum_keys
+        self._count = count
+        self._predictions = predictions
+        self._choices = choices
+
+    def init_inputs(self) -> dict[str, Array]:
+        shape = (1, self._choices, 8) if self._choices else (1, 8)
+        ids = jnp.zeros(shape, jnp.int32)
+        return dict(input_ids=ids, segment_ids=ids, input_mask=jnp.ones_like(ids))
+
+    def sums(self, outputs: Any, batch: Batch) -> dict[str, Array]:
+        return self._loss_sums(outputs, batch)
+
+    def denominators(self, batch: Batch) -> Array:
+        return jnp.maximum(self._count(batch), 1.0)
+
+    def loss(self, sums: Mapping[str, Array], denominators: Array) -> Array:
+        return sums["loss_sum"] / denominators
+
+    def predictions(self, outputs: Any, batch: Batch) -> dict[str, Array]:
+        return self._predictions(outputs)
+
+    def finalize(self, sums: Mapping[str, float]) -> dict[str, float]:
+        count = max(float(sums["count"]), 1.0)
+        metrics = {"loss": float(sums["loss_sum"]) / count}
+        for key, value in sums.items():
+            if key not in ("loss_sum", "count"):
+                metrics[key.replace("correct", "accuracy")] = float(value) / count
+        return metrics
+
+
+def _examples_count(batch: Batch) -> Array:
+    return jnp.sum(batch["example_weights"].astype(jnp.float32))
+
+
+@dataclasses.dataclass
+class Split:
+    """One file's examples, their features (rows) and what maps rows back to examples."""
+
+    name: str  # "train", "eval", "eval_mismatched", "test", "test_mismatched"
+    path: str
+    examples: Sequence[Any]
+    features: dict[str, np.ndarray]
+    extra: Any = None  # e.g. SQuAD windows, tagging word maps
+    skipped: int = 0  # records the official recipe skips (counted, reported)
+
+
+class Family:
+    """What bert.finetune needs from a task family."""
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+
+    @property
+    def selection_metric(self) -> str:
+        raise NotImplementedError
+
+    def set_labels(self, train_split_path: str) -> None:
+        """Fix the label list (from the config, the task, or the training file)."""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return ()
+
+    def load(self, name: str, path: str) -> Split:
+        raise NotImplementedError
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        raise NotImplementedError
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+        """Writes the split's predictions in the task's customary format; returns the path."""
+        raise NotImplementedError
+
+
+# ----------------------------------------------------------------------- sentence (pair) tasks
+
+
+class Classification(Family):
+    """GLUE tasks by name, and `classify` (any CSV/TSV/JSONL, columns from config.reader)."""
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        if config.task == "classify":
+            reader = config.reader
+            labels = tuple(x for x in reader.labels.split(",") if x) if reader.labels else ()
+            self.spec = classification.table_task(labels, regression=reader.regression) \
+                if labels or reader.regression else None
+        else:
+            self.spec = classification.glue_task(config.task)
+
+    @property
+    def selection_metric(self) -> str:
+        return self.spec.selection_metric
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def set_labels(self, train_path: str) -> None:
+        if self.spec is None:  # classify without config.reader.labels: sorted from train
+            examples = self._read(train_path, "train", labels=None)
+            self.spec = classification.table_task(classification.infer_labels(examples))
+
+    def _read(self, path: str, split: str, labels: Sequence[str] | None) -> list[Any]:
+        if self.config.task != "classify":
+            examples, _ = classification.read_glue(path, self.spec, split)
+            return examples
+        r = self.config.reader
+        column = lambda value: int(value) if str(value).lstrip("-").isdigit() else value  # noqa: E731
+        return classification.read_table(
+            path, text=column(r.text_column), pair=column(r.pair_column) if r.pair_column else None,
+            label=None if split == "test" else column(r.label_column),
+            index=column(r.index_column) if r.index_column else None,
+            labels=labels, regression=r.regression, file_format=r.format or None,
+            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting,
+            header=r.header)
+
+    def load(self, name: str, path: str) -> Split:
+        split = "test" if name.startswith("test") else "dev" if name.startswith("eval") else "train"
+        skipped = 0
+        if self.config.task == "classify":
+            examples = self._read(path, split, self.spec.labels or None)
+        else:
+            examples, skipped = classification.read_glue(path, self.spec, split)
+        features = classification.featurize(examples, self.tokenizer, self.config.max_seq_len,
+                                            self.spec)
+        return Split(name, path, examples, features, skipped=skipped)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForSequenceClassification(bert_config, self.spec.num_labels)
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        regression = self.spec.regression
+        return FineTuneTask(
+            model, loss_sums=classification.loss_sums_fn(self.spec),
+            sum_keys=("loss_sum", "count") if regression else ("loss_sum", "correct", "count"),
+            count=_examples_count, predictions=lambda logits: {"logits": logits})
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        predicted = classification.predictions_from_outputs(predictions["logits"], self.spec)
+        gold = split.features["label_values" if self.spec.regression else "label_ids"]
+        return classification.compute_metrics(self.spec, predicted, gold,
+                                              mismatched=split.name == "eval_mismatched")
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+        predicted = classification.predictions_from_outputs(predictions["logits"], self.spec)
+        if split.name.startswith("test") and self.config.task != "classify":
+            mismatched = split.name == "test_mismatched"
+            name = classification.submission_file(self.spec, mismatched=mismatched)
+        else:
+            name = f"{split.name}_predictions.tsv"
+        path = os.path.join(directory, name)
+        classification.write_predictions(path, self.spec, split.examples, predicted)
+        return path
+
+
+# ----------------------------------------------------------------------------------- tagging
+
+
+class Tagging(Family):
+    """`ner` and `tag`: CoNLL columns, the first sub-token of each word labelled."""
+
+    selection_metric = "f1"
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        self._labels: tuple[str, ...] = tuple(x for x in config.labels.split(",") if x)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._labels
+
+    def set_labels(self, train_path: str) -> None:
+        if not self._labels:
+            self._labels = tagging.tag_labels(tagging.read_conll(
+                train_path, encoding=self.config.reader.encoding))
+
+    def load(self, name: str, path: str) -> Split:
+        sentences = tagging.read_conll(path, labels=self._labels,
+                                       encoding=self.config.reader.encoding)
+        features, word_map = tagging.featurize(
+            sentences, self.tokenizer, self.config.max_seq_len, self._labels,
+            document_context=self.config.document_context)
+        return Split(name, path, sentences, features, extra=word_map)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForTokenClassification(bert_config, len(self._labels))
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        def count(batch: Batch) -> Array:
+            return jnp.sum(batch["label_weights"] * batch["example_weights"][:, None])
+
+        return FineTuneTask(
+            model, loss_sums=tagging.loss_sums, sum_keys=("loss_sum", "correct", "count"),
+            count=count,
+            predictions=lambda logits: {"label_ids": jnp.argmax(logits, -1).astype(jnp.int32)})
+
+    def _words(self, split: Split, predictions: Mapping[str, np.ndarray]) -> list[list[str]]:
+        return tagging.word_predictions(predictions["label_ids"], split.extra, split.examples,
+                                        self._labels)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return tagging.entity_scores([s.tags for s in split.examples],
+                                     self._words(split, predictions))
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+        path = os.path.join(directory, f"{split.name}_predictions.conll")
+        tagging.write_conll(path, split.examples, self._words(split, predictions))
+        return path
+
+
+# -------------------------------------------------------------------------------------- SQuAD
+
+
+class Squad(Family):
+    """`squad_v1` and `squad_v2`: spans over doc_stride windows of the context."""
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        self.version_2 = config.task == "squad_v2"
+
+    @property
+    def selection_metric(self) -> str:
+        return "f1"
+
+    def load(self, name: str, path: str) -> Split:
+        data = squad.read_squad(path, is_training=name == "train")
+        features, windows = squad.featurize(
+            data.examples, self.tokenizer, self.config.max_seq_len,
+            doc_stride=self.config.doc_stride, max_query_length=self.config.max_query_length)
+        return Split(name, path, data.examples, features, extra=windows, skipped=data.skipped)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForQuestionAnswering(bert_config)
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        return FineTuneTask(
+            model, loss_sums=squad.loss_sums,
+            sum_keys=("loss_sum", "count", "start_correct", "end_correct"),
+            count=_examples_count,
+            predictions=lambda logits: {"start_logits": logits[0], "end_logits": logits[1]})
+
+    def _answers(self, split: Split, predictions: Mapping[str, np.ndarray]) -> Any:
+        c = self.config
+        return squad.postprocess(
+            split.examples, split.extra, predictions["start_logits"], predictions["end_logits"],
+            n_best_size=c.n_best_size, max_answer_length=c.max_answer_length,
+            version_2_with_negative=self.version_2,
+            null_score_diff_threshold=c.null_score_diff_threshold)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return squad.evaluate(split.examples, self._answers(split, predictions),
+                              version_2_with_negative=self.version_2)
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+        path = os.path.join(directory, f"{split.name}_predictions.json")
+        squad.write_predictions(self._answers(split, predictions), path,
+                                version_2_with_negative=self.version_2)
+        return path
+
+
+# --------------------------------------------------------------------------- multiple choice
+
+
+class MultipleChoice(Family):
+    """`swag`: one score per choice, softmax over the choices."""
+
+    selection_metric = "accuracy"
+
+    def load(self, name: str, path: str) -> Split:
+        examples = multiple_choice.read_swag(path)
+        features = multiple_choice.featurize(examples, self.tokenizer, self.config.max_seq_len)
+        return Split(name, path, examples, features)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForMultipleChoice(bert_config)
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        return FineTuneTask(
+            model, loss_sums=multiple_choice.loss_sums, sum_keys=("loss_sum", "correct", "count"),
+            count=_examples_count, predictions=lambda scores: {"scores": scores},
+            choices=multiple_choice.NUM_CHOICES)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        predicted = np.argmax(predictions["scores"], -1)
+        return {"accuracy": multiple_choice.accuracy(predicted, split.features["label_ids"])}
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+        path = os.path.join(directory, f"{split.name}_predictions.csv")
+        multiple_choice.write_predictions(path, split.examples, np.argmax(predictions["scores"], -1))
+        return path
+
+
+def family(config: ConfigDict, tokenizer: Tokenizer) -> Family:
+    """The family of `config.task`."""
+    name = config.task
+    if name in GLUE_TASKS or name == "classify":
+        return Classification(config, tokenizer)
+    if name in ("ner", "tag"):
+        return Tagging(config, tokenizer)
+    if name in ("squad_v1", "squad_v2"):
+        return Squad(config, tokenizer)
+    if name == "swag":
+        return MultipleChoice(config, tokenizer)
+    raise ValueError(f"config.task={name!r} is not one of {', '.join(TASK_NAMES)}")
