@@ -18,6 +18,22 @@ the `bert.` prefix, BertForPreTraining / BertForMaskedLM heads (`cls.predictions
 folder lacks are freshly initialised and reported; unknown or mis-shaped tensors stop the import
 with the full list, since guessing would silently produce a different model.
 
+Fine-tuned models convert too. A model folder's task.json (see bert/heads.py) picks the
+transformers class, and config.json's `architectures` (or, lacking it, a `qa_outputs.*` tensor)
+picks the head on the way back:
+
+    task.json task            transformers class               head tensors     param
+    sequence_classification   BertForSequenceClassification    classifier.*     classifier
+    regression                BertForSequenceClassification    classifier.*     classifier
+    token_classification      BertForTokenClassification       classifier.*     classifier
+    question_answering        BertForQuestionAnswering         qa_outputs.*     span
+    multiple_choice           BertForMultipleChoice            classifier.*     classifier
+
+The labels become id2label / label2id (regression: problem_type "regression", one label, named
+LABEL_0 unless task.json names it; classification: "single_label_classification"). transformers'
+token-classification and QA models have no pooler, so none is exported for them and an import
+initialises it (it computes nothing those heads read).
+
 The tokenizer travels too: an HF folder's WordPiece `vocab.txt` + `tokenizer_config.json` become
 the model folder's tokenizer, and `to-hf` writes them back (or, for a SentencePiece model
 pretrained here, `sentencepiece.model` with a README saying transformers cannot read it, which
@@ -46,6 +62,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from bert import checkpoint
+from bert.heads import TASK_FILE, TaskHead, check_task_params, read_task_head, save_task_head
 from bert.model import BertConfig, BertForPreTraining, init_params
 from bert.tokenizer import SentencePieceTokenizer, load_tokenizer
 
@@ -64,6 +81,27 @@ Path = tuple[str, ...]
 
 class ConversionError(ValueError):
     """The input cannot be converted exactly; the message lists every offending name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _HFHead:
+    """How a task head appears in transformers."""
+
+    architecture: str  # the model class, config.json's `architectures`
+    tensor_prefix: str  # of its head tensors: `<prefix>.weight`, `<prefix>.bias`
+    param: str  # the head's name in this project's params
+    pooled: bool  # whether the transformers model has a pooler
+
+
+_HF_HEADS = {
+    "sequence_classification": _HFHead("BertForSequenceClassification", "classifier", "classifier", True),
+    "regression": _HFHead("BertForSequenceClassification", "classifier", "classifier", True),
+    "token_classification": _HFHead("BertForTokenClassification", "classifier", "classifier", False),
+    "question_answering": _HFHead("BertForQuestionAnswering", "qa_outputs", "span", False),
+    "multiple_choice": _HFHead("BertForMultipleChoice", "classifier", "classifier", True),
+}
+_LABELLED_KINDS = ("sequence_classification", "regression", "token_classification")
+_HF_DEFAULT_LABEL = "LABEL_0"  # transformers' name for an unnamed first label
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,10 +148,12 @@ def config_from_hf(values: dict[str, Any], source: str) -> BertConfig:
         raise ConversionError(f"{source}: {e}") from e
 
 
-def config_to_hf(config: BertConfig, *, pad_token_id: int = 0) -> dict[str, Any]:
-    """A config.json that `transformers.BertForPreTraining.from_pretrained` reads as this model."""
-    return {
-        "architectures": ["BertForPreTraining"],
+def config_to_hf(config: BertConfig, *, pad_token_id: int = 0,
+                 head: TaskHead | None = None) -> dict[str, Any]:
+    """A config.json that transformers reads as this model: BertForPreTraining, or the class of
+    `head` with its labels."""
+    values = {
+        "architectures": [_HF_HEADS[head.kind].architecture if head else "BertForPreTraining"],
         "model_type": "bert",
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
@@ -132,14 +172,87 @@ def config_to_hf(config: BertConfig, *, pad_token_id: int = 0) -> dict[str, Any]
         "tie_word_embeddings": True,
         "dtype": "float32",
     }
+    if head is not None and head.kind in _LABELLED_KINDS:
+        labels = head.labels or (_HF_DEFAULT_LABEL,)  # an unnamed regression value
+        values["id2label"] = {str(i): label for i, label in enumerate(labels)}
+        values["label2id"] = {label: i for i, label in enumerate(labels)}
+        if head.kind != "token_classification":
+            values["problem_type"] = ("regression" if head.kind == "regression"
+                                      else "single_label_classification")
+    return values
 
 
-def read_hf_config(hf_dir: str) -> BertConfig:
+def _hf_labels(values: dict[str, Any], source: str) -> tuple[str, ...]:
+    """The label names of config.json in id order (transformers' defaults when it has none)."""
+    id2label = values.get("id2label")
+    if id2label is None:
+        return tuple(f"LABEL_{i}" for i in range(int(values.get("num_labels", 2))))
+    if not isinstance(id2label, dict):
+        raise ConversionError(f"{source}: id2label must map ids to label names, got {id2label!r}")
+    try:
+        by_id = {int(key): label for key, label in id2label.items()}
+    except ValueError as e:
+        raise ConversionError(f"{source}: id2label has a key that is not an integer ({e})") from e
+    if sorted(by_id) != list(range(len(by_id))):
+        raise ConversionError(f"{source}: id2label ids must be 0..{len(by_id) - 1}, got "
+                              f"{', '.join(map(str, sorted(by_id)))}")
+    return tuple(by_id[i] for i in range(len(by_id)))
+
+
+def task_head_from_hf(values: dict[str, Any], tensor_names: Any, source: str) -> TaskHead | None:
+    """The task head of a Hugging Face folder (None: a pretraining or bare encoder folder).
+
+    config.json's `architectures` decides; without a task class there, `qa_outputs.*` tensors
+    mean span QA, while `classifier.*` could be any of three heads and is an error.
+    """
+    architectures = values.get("architectures") or []
+    by_architecture = {h.architecture: kind for kind, h in _HF_HEADS.items() if kind != "regression"}
+    named = sorted({a for a in architectures if a in by_architecture})
+    if len(named) > 1:
+        raise ConversionError(f"{source}: architectures names several task heads: {', '.join(named)}")
+    if not named:
+        if any(n.startswith(_HF_HEADS["question_answering"].tensor_prefix + ".") for n in tensor_names):
+            return TaskHead("question_answering")
+        if any(n.startswith("classifier.") for n in tensor_names):
+            raise ConversionError(
+                f"{source}: architectures ({', '.join(architectures) or 'absent'}) does not say "
+                f"which head classifier.weight belongs to; set it to one of "
+                f"{', '.join(sorted(by_architecture))}")
+        return None
+    kind = by_architecture[named[0]]
+    labels: tuple[str, ...] = ()
+    if kind in _LABELLED_KINDS:
+        labels = _hf_labels(values, source)
+    if kind == "sequence_classification":
+        problem_type = values.get("problem_type")
+        if problem_type == "regression" or (problem_type is None and len(labels) == 1):
+            if len(labels) != 1:
+                raise ConversionError(f"{source}: problem_type is 'regression' with {len(labels)} "
+                                      f"labels; only single-value regression converts")
+            kind = "regression"
+            labels = () if labels == (_HF_DEFAULT_LABEL,) else labels
+        elif problem_type not in (None, "single_label_classification"):
+            raise ConversionError(f"{source}: problem_type is {problem_type!r}; only "
+                                  f"'single_label_classification' and 'regression' convert")
+    try:
+        return TaskHead(kind, labels)
+    except ValueError as e:
+        raise ConversionError(f"{source}: id2label: {e}") from e
+
+
+def read_hf_config_values(hf_dir: str) -> tuple[dict[str, Any], str]:
+    """config.json of a Hugging Face folder as parsed JSON, and its path (for messages)."""
     path = os.path.join(hf_dir, HF_CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: {hf_dir} is not a Hugging Face model folder")
     with open(path, encoding="utf-8") as f:
-        return config_from_hf(json.load(f), path)
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{path}: not JSON ({e})") from e
+    if not isinstance(values, dict):
+        raise ConversionError(f"{path}: expected a JSON object")
+    return values, path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,10 +324,11 @@ def read_hf_tensors(hf_dir: str) -> dict[str, np.ndarray]:
 # The name and layout mapping
 
 
-def _one_to_one(config: BertConfig) -> list[tuple[str, Path, bool]]:
+def _one_to_one(config: BertConfig, head: TaskHead | None = None) -> list[tuple[str, Path, bool]]:
     """(Hugging Face name, param path, transposed) of every tensor that is exactly one param.
 
-    Names are BertForPreTraining's without the `bert.` prefix on the encoder part.
+    Names are those of BertForPreTraining, or of `head`'s transformers class, without the
+    `bert.` prefix on the encoder part.
     """
     entries: list[tuple[str, Path, bool]] = [
         ("embeddings.word_embeddings.weight", ("bert", "embeddings", "word_embeddings", "embedding"), False),
@@ -239,6 +353,12 @@ def _one_to_one(config: BertConfig) -> list[tuple[str, Path, bool]]:
     entries += [
         ("pooler.dense.weight", ("bert", "pooler", "kernel"), True),
         ("pooler.dense.bias", ("bert", "pooler", "bias"), False),
+    ]
+    if head is not None:
+        hf, param = _HF_HEADS[head.kind].tensor_prefix, _HF_HEADS[head.kind].param
+        return entries + [(f"{hf}.weight", (param, "kernel"), True),
+                          (f"{hf}.bias", (param, "bias"), False)]
+    entries += [
         ("cls.predictions.transform.dense.weight", ("mlm", "transform", "kernel"), True),
         ("cls.predictions.transform.dense.bias", ("mlm", "transform", "bias"), False),
         ("cls.predictions.transform.LayerNorm.weight", ("mlm", "layer_norm", "scale"), False),
@@ -272,11 +392,38 @@ _OPTIONAL_GROUPS = {"pooler": (_POOLER, ("bert", "pooler")), "mlm": (_MLM_HEAD, 
                     "nsp": (_NSP_HEAD, ("nsp",))}
 _DECODER_WEIGHT = "cls.predictions.decoder.weight"
 _DECODER_BIAS = "cls.predictions.decoder.bias"
+# Prefixes of the names that live outside the `bert.` encoder.
+_HEAD_PREFIXES = ("cls.",) + tuple(sorted({h.tensor_prefix + "." for h in _HF_HEADS.values()}))
 
 
-def hf_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
-    """Shape of every tensor a Hugging Face BertForPreTraining of `config` may hold."""
+def _head_outputs(head: TaskHead) -> int:
+    """Rows of the head's weight: one per label, one score, or start and end."""
+    if head.kind == "question_answering":
+        return 2
+    if head.kind in ("regression", "multiple_choice"):
+        return 1
+    return len(head.labels)
+
+
+def hf_shapes(config: BertConfig, head: TaskHead | None = None) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor a Hugging Face BertForPreTraining (or `head`'s transformers class)
+    of `config` may hold."""
     h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    if head is not None:
+        prefix = _HF_HEADS[head.kind].tensor_prefix
+        heads = {f"{prefix}.weight": (_head_outputs(head), h), f"{prefix}.bias": (_head_outputs(head),)}
+    else:
+        heads = {
+            "cls.predictions.transform.dense.weight": (h, h),
+            "cls.predictions.transform.dense.bias": (h,),
+            "cls.predictions.transform.LayerNorm.weight": (h,),
+            "cls.predictions.transform.LayerNorm.bias": (h,),
+            "cls.predictions.bias": (v,),
+            _DECODER_WEIGHT: (v, h),
+            _DECODER_BIAS: (v,),
+            "cls.seq_relationship.weight": (2, h),
+            "cls.seq_relationship.bias": (2,),
+        }
     shapes = {
         "embeddings.word_embeddings.weight": (v, h),
         "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
@@ -285,15 +432,7 @@ def hf_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
         "embeddings.LayerNorm.bias": (h,),
         "pooler.dense.weight": (h, h),
         "pooler.dense.bias": (h,),
-        "cls.predictions.transform.dense.weight": (h, h),
-        "cls.predictions.transform.dense.bias": (h,),
-        "cls.predictions.transform.LayerNorm.weight": (h,),
-        "cls.predictions.transform.LayerNorm.bias": (h,),
-        "cls.predictions.bias": (v,),
-        _DECODER_WEIGHT: (v, h),
-        _DECODER_BIAS: (v,),
-        "cls.seq_relationship.weight": (2, h),
-        "cls.seq_relationship.bias": (2,),
+        **heads,
     }
     for layer in range(config.num_layers):
         p = f"encoder.layer.{layer}."
@@ -360,10 +499,9 @@ def _get(tree: Params, path: Path) -> Any:
     return tree
 
 
-def _canonical_tensors(tensors: dict[str, np.ndarray], config: BertConfig, source: str,
-                       report: ImportReport) -> dict[str, np.ndarray]:
+def _canonical_tensors(tensors: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]],
+                       source: str, report: ImportReport) -> dict[str, np.ndarray]:
     """Renamed tensors, with unknown, duplicate and mis-shaped names all reported in one error."""
-    expected = hf_shapes(config)
     canonical: dict[str, np.ndarray] = {}
     unknown, misshaped, duplicate = [], [], []
     for name in sorted(tensors):
@@ -422,20 +560,24 @@ def _fresh_subtrees(config: BertConfig, prefixes: tuple[Path, ...], rng: jax.Arr
 
 
 def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.Array,
-                   *, source: str = "<tensors>") -> tuple[Params, ImportReport]:
-    """BertForPreTraining params from Hugging Face tensors; absent heads freshly initialised.
+                   *, source: str = "<tensors>",
+                   head: TaskHead | None = None) -> tuple[Params, ImportReport]:
+    """BertForPreTraining params from Hugging Face tensors, absent heads freshly initialised; or,
+    with `head`, the params of its task model (`head.model(config)`), whose head must be there.
 
     All params are float32, as the model keeps them; the report says if the source was not.
     """
     report = ImportReport()
-    canonical = _canonical_tensors(tensors, config, source, report)
+    expected = hf_shapes(config, head)
+    canonical = _canonical_tensors(tensors, expected, source, report)
     _check_tied(canonical, source, report)
     dtypes = sorted({str(v.dtype) for v in canonical.values()} - {"float32"})
     if dtypes:
         report.notes.append(f"converted {', '.join(dtypes)} tensors to float32")
 
     absent_groups = []
-    for group, (names, _) in _OPTIONAL_GROUPS.items():
+    groups = _OPTIONAL_GROUPS if head is None else {"pooler": _OPTIONAL_GROUPS["pooler"]}
+    for group, (names, _) in groups.items():
         present = [n for n in names if n in canonical]
         if not present:
             absent_groups.append(group)
@@ -443,17 +585,17 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.
             missing = [n for n in names if n not in canonical]
             raise ConversionError(f"{source}: incomplete {group}: missing {', '.join(missing)}")
     optional = {n for group in absent_groups for n in _OPTIONAL_GROUPS[group][0]}
-    required = [n for n in hf_shapes(config)
+    required = [n for n in expected
                 if n not in optional and n not in (_DECODER_WEIGHT, _DECODER_BIAS)]
     missing = [n for n in required if n not in canonical]
     if missing:
-        raise ConversionError(f"{source}: missing encoder tensors: {', '.join(missing)}")
+        raise ConversionError(f"{source}: missing tensors: {', '.join(missing)}")
 
     def take(name: str) -> np.ndarray:
         return np.asarray(canonical[name], dtype=np.float32)
 
     params: Params = {}
-    for name, path, transposed in _one_to_one(config):
+    for name, path, transposed in _one_to_one(config, head):
         if name in canonical:
             _set(params, path, take(name).T if transposed else take(name))
             report.restored.append(_path_name(path))
@@ -479,17 +621,21 @@ def params_from_hf(tensors: dict[str, np.ndarray], config: BertConfig, rng: jax.
     return params, report
 
 
-def params_to_hf(params: Params, config: BertConfig) -> dict[str, np.ndarray]:
-    """BertForPreTraining tensors by their Hugging Face names (`bert.` prefix on the encoder)."""
+def params_to_hf(params: Params, config: BertConfig,
+                 head: TaskHead | None = None) -> dict[str, np.ndarray]:
+    """BertForPreTraining tensors (or those of `head`'s transformers class) by their Hugging
+    Face names (`bert.` prefix on the encoder)."""
 
     def hf_name(name: str) -> str:
-        return name if name.startswith("cls.") else "bert." + name
+        return name if name.startswith(_HEAD_PREFIXES) else "bert." + name
 
     def get(path: Path) -> np.ndarray:
         return np.asarray(_get(params, path), dtype=np.float32)
 
     tensors: dict[str, np.ndarray] = {}
-    for name, path, transposed in _one_to_one(config):
+    for name, path, transposed in _one_to_one(config, head):
+        if head is not None and not _HF_HEADS[head.kind].pooled and name in _POOLER:
+            continue  # transformers' model has no pooler: it would be an unexpected key
         tensors[hf_name(name)] = get(path).T if transposed else get(path)
     h = config.hidden_size
     for i in range(config.num_layers):
@@ -528,25 +674,47 @@ def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
     """from-hf: a Hugging Face BERT folder → a model folder (config, tokenizer, params).
 
     The tokenizer is the folder's WordPiece vocab.txt, or the sentencepiece.model that `to-hf`
-    wrote for a model pretrained here, so exported models come back whole.
+    wrote for a model pretrained here, so exported models come back whole. A fine-tuned model's
+    head and labels (see `task_head_from_hf`) go into the model folder's task.json.
     """
-    config = read_hf_config(hf_dir)
+    values, config_path = read_hf_config_values(hf_dir)
+    config = config_from_hf(values, config_path)
     tokenizer = load_tokenizer(hf_dir)
     if tokenizer.vocab_size > config.vocab_size:
         raise ConversionError(
             f"the tokenizer in {hf_dir} has {tokenizer.vocab_size} tokens but "
             f"{os.path.join(hf_dir, HF_CONFIG_FILE)} says vocab_size={config.vocab_size}"
         )
-    params, report = params_from_hf(read_hf_tensors(hf_dir), config, jax.random.key(seed),
-                                    source=hf_dir)
+    tensors = read_hf_tensors(hf_dir)
+    head = task_head_from_hf(values, tensors, config_path)
+    params, report = params_from_hf(tensors, config, jax.random.key(seed), source=hf_dir, head=head)
+    if head is not None:
+        report.notes += _head_notes(values, head, config_path)
     tmp = _fresh_output(model_dir)
     try:
         checkpoint.write_model_description(tmp, config, tokenizer)
+        if head is not None:
+            save_task_head(tmp, head)
         checkpoint.save_params(tmp, params)
         _publish(tmp, model_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _head_notes(values: dict[str, Any], head: TaskHead, source: str) -> list[str]:
+    """What the report says about an imported head, and what of config.json it cannot keep."""
+    notes = [f"task: {head.kind}" + (f", labels {', '.join(head.labels)}" if head.labels else "")]
+    dropout = values.get("classifier_dropout")
+    if dropout is not None and dropout != values.get("hidden_dropout_prob", 0.1):
+        notes.append(f"{source}: classifier_dropout {dropout} is not kept; fine-tuning here drops "
+                     f"out before the head at hidden_dropout_prob")
+    label2id = values.get("label2id")
+    labels = head.labels or ((_HF_DEFAULT_LABEL,) if head.kind == "regression" else ())
+    if head.kind in _LABELLED_KINDS and label2id is not None and label2id != {
+            label: i for i, label in enumerate(labels)}:
+        notes.append(f"{source}: label2id disagrees with id2label; id2label was used")
+    return notes
 
 
 _SENTENCEPIECE_NOTE = """\
@@ -565,14 +733,24 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
 
     `transformers.BertForPreTraining.from_pretrained(hf_dir)` loads it with no missing or
     unexpected keys: the tied decoder weight and bias are left out, as transformers saves them.
+    A fine-tuned model (a folder with task.json) becomes its transformers class instead, e.g.
+    `transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir)`, labels included.
     """
     config = checkpoint.read_model_config(model_dir)
+    head = read_task_head(model_dir)
     tokenizer = load_tokenizer(os.path.join(model_dir, checkpoint.TOKENIZER_DIR))
-    tensors = params_to_hf(checkpoint.load_params(model_dir), config)
+    params = checkpoint.load_params(model_dir)
+    try:
+        check_task_params(params, head.model(config) if head else BertForPreTraining(config),
+                          model_dir)
+    except ValueError as e:
+        hint = "" if head else f" (a fine-tuned model's folder names its head in {TASK_FILE})"
+        raise ConversionError(f"{e}{hint}") from e
+    tensors = params_to_hf(params, config, head)
     tmp = _fresh_output(hf_dir)
     try:
         with open(os.path.join(tmp, HF_CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(config_to_hf(config, pad_token_id=tokenizer.pad_id), f, indent=2)
+            json.dump(config_to_hf(config, pad_token_id=tokenizer.pad_id, head=head), f, indent=2)
             f.write("\n")
         save_file(tensors, os.path.join(tmp, SAFETENSORS_FILE), metadata={"format": "pt"})
         tokenizer.save(tmp)
@@ -594,7 +772,7 @@ def main(argv: list[str] | None = None) -> None:
     from_hf.add_argument("--output", required=True, help="MODEL_DIR to create (new or empty)")
     from_hf.add_argument("--seed", type=int, default=0, help="initialises heads the input lacks")
     to_hf = commands.add_parser("to-hf", help="model folder or work directory → Hugging Face folder")
-    to_hf.add_argument("--input", required=True, help="MODEL_DIR or pretraining work directory")
+    to_hf.add_argument("--input", required=True, help="MODEL_DIR or work directory")
     to_hf.add_argument("--output", required=True, help="HF_DIR to create (new or empty)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,35 +1,62 @@
-"""Fine-tuning models: `BertModel` plus one small task head, and their start from pretraining.
+"""Fine-tuning models: `BertModel` plus one small task head, their description, and their start.
 
 Every task model names its encoder `bert`, exactly as `BertForPreTraining` does, so the encoder
 and pooler of a pretrained checkpoint drop into `params["bert"]` unchanged. The heads are what
-the paper adds per task: one dense layer on the pooled [CLS] vector (classification, regression
-with num_labels=1), on every token (tagging), or two logits per token (span start / end).
+the paper adds per task, placed as transformers' PyTorch heads place them:
 
-`init_finetune_params` builds a task model's params from any model folder or pretraining work
-directory: whatever the task model shares with the checkpoint is restored, its own heads are
-initialised fresh, the pretraining heads (MLM, NSP) are dropped, and a report says which is which.
+    sequence classification   pooled [CLS] -> dropout -> dense(num_labels)   (num_labels=1: regression)
+    token classification      every token  -> dropout -> dense(num_labels)
+    question answering        every token  -> dense(2): start and end logits (no dropout)
+    multiple choice           (B, C, T) as B·C rows -> pooled [CLS] -> dropout -> dense(1) -> (B, C)
+
+A fine-tuned model folder (or fine-tuning work directory) says which head it holds in
+`task.json` beside `bert_config.json`:
+
+    {"task": "sequence_classification", "labels": ["negative", "positive"]}
+
+`task` is one of TASK_KINDS; `labels` are the label strings in logit order (two or more for
+sequence and token classification; at most one, the predicted quantity's name, for regression;
+none for question answering and multiple choice). A folder without it is a pretrained encoder.
+
+`init_finetune_params` builds a task model's params from any model folder or work directory:
+whatever the task model shares with the checkpoint is restored (a head only when the folder's
+task.json has the same kind and labels), the rest initialised fresh, the pretraining heads (MLM,
+NSP) dropped, and a report says which is which.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+import json
+import os
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert import checkpoint
-from bert.model import BertConfig, BertModel, init_params
+from bert import checkpoint, ops
+from bert.files import write_atomically
+from bert.model import BertConfig, BertModel, EncoderOutput, init_params
 
 Array = jax.Array
 Params = dict
 
+TASK_FILE = "task.json"
+TASK_KINDS = ("sequence_classification", "regression", "token_classification",
+              "question_answering", "multiple_choice")
 
-def _head(config: BertConfig, features: int, name: str) -> nn.Dense:
-    """A task head's dense layer: float32 logits, truncated-normal init like the encoder's."""
-    return nn.Dense(
+
+def _encode(config: BertConfig, input_ids: Array, segment_ids: Array, input_mask: Array,
+            deterministic: bool) -> EncoderOutput:
+    return BertModel(config, name="bert")(input_ids, segment_ids, input_mask,
+                                          deterministic=deterministic)
+
+
+def _head(config: BertConfig, features: int, name: str, x: Array) -> Array:
+    """A task head's dense layer on x: float32 logits, truncated-normal init like the encoder's."""
+    dense = nn.Dense(
         features,
         dtype=jnp.float32,
         kernel_init=nn.with_logical_partitioning(
@@ -38,51 +65,169 @@ def _head(config: BertConfig, features: int, name: str) -> nn.Dense:
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
         name=name,
     )
+    return dense(x.astype(jnp.float32))
 
 
-class _Classifier(nn.Module):
-    """One dense layer over the pooled [CLS] vector or over every token, after dropout."""
+def _dropout(config: BertConfig, x: Array, deterministic: bool) -> Array:
+    return ops.Dropout(config.dropout_rate)(x, deterministic=deterministic)
+
+
+class BertForSequenceClassification(nn.Module):
+    """Logits (B, num_labels) from the pooled [CLS] vector; num_labels=1 is regression: (B, 1)."""
 
     config: BertConfig
     num_labels: int
-    per_token: ClassVar[bool]
+
+    @property
+    def kind(self) -> str:
+        return "regression" if self.num_labels == 1 else "sequence_classification"
 
     @nn.compact
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
                  deterministic: bool = True) -> Array:
-        encoded = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic=deterministic
-        )
-        features = encoded.sequence_output if self.per_token else encoded.pooled_output
-        features = nn.Dropout(self.config.dropout_rate)(features, deterministic=deterministic)
-        return _head(self.config, self.num_labels, "classifier")(features.astype(jnp.float32))
+        pooled = _encode(self.config, input_ids, segment_ids, input_mask, deterministic).pooled_output
+        return _head(self.config, self.num_labels, "classifier",
+                     _dropout(self.config, pooled, deterministic))  # (B, num_labels)
 
 
-class BertForSequenceClassification(_Classifier):
-    """Logits (B, num_labels) from the pooled [CLS] vector; num_labels=1 is regression."""
-
-    per_token = False
-
-
-class BertForTokenClassification(_Classifier):
+class BertForTokenClassification(nn.Module):
     """Logits (B, T, num_labels) for every token, e.g. BIO tags for named entities."""
 
-    per_token = True
+    config: BertConfig
+    num_labels: int
+    kind: ClassVar[str] = "token_classification"
+
+    @nn.compact
+    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
+                 deterministic: bool = True) -> Array:
+        tokens = _encode(self.config, input_ids, segment_ids, input_mask, deterministic).sequence_output
+        return _head(self.config, self.num_labels, "classifier",
+                     _dropout(self.config, tokens, deterministic))  # (B, T, num_labels)
 
 
 class BertForQuestionAnswering(nn.Module):
-    """Span start and end logits, (B, T) each, as in the paper's SQuAD setup."""
+    """Span start and end logits, (B, T) each, as in the paper's SQuAD setup (no dropout)."""
 
     config: BertConfig
+    kind: ClassVar[str] = "question_answering"
 
     @nn.compact
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
                  deterministic: bool = True) -> tuple[Array, Array]:
-        encoded = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic=deterministic
-        )
-        logits = _head(self.config, 2, "span")(encoded.sequence_output.astype(jnp.float32))  # (B, T, 2)
+        tokens = _encode(self.config, input_ids, segment_ids, input_mask, deterministic).sequence_output
+        logits = _head(self.config, 2, "span", tokens)  # (B, T, 2)
         return logits[..., 0], logits[..., 1]
+
+
+class BertForMultipleChoice(nn.Module):
+    """One score per choice: inputs (B, C, T) run as B·C rows, scores (B, C) for a softmax over C.
+
+    Any leading shape works, (B, T) included (one score per row), as initialisation uses.
+    """
+
+    config: BertConfig
+    kind: ClassVar[str] = "multiple_choice"
+
+    @nn.compact
+    def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
+                 deterministic: bool = True) -> Array:
+        rows = lambda x: x.reshape(-1, x.shape[-1])  # (B·C, T)
+        pooled = _encode(self.config, rows(input_ids), rows(segment_ids), rows(input_mask),
+                         deterministic).pooled_output  # (B·C, H)
+        scores = _head(self.config, 1, "classifier", _dropout(self.config, pooled, deterministic))
+        return scores.reshape(input_ids.shape[:-1])  # (B, C)
+
+
+# ---------------------------------------------------------------------------------------------
+# task.json: which head a model folder holds
+
+
+# How many labels each kind takes (least, most; None: no limit), and how to say it.
+_LABEL_COUNTS: dict[str, tuple[int, int | None, str]] = {
+    "sequence_classification": (2, None, "at least 2 labels"),
+    "regression": (0, 1, "at most 1 label (the name of the predicted value)"),
+    "token_classification": (2, None, "at least 2 labels"),
+    "question_answering": (0, 0, "no labels"),
+    "multiple_choice": (0, 0, "no labels"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskHead:
+    """The head a fine-tuned model has: its kind (one of TASK_KINDS) and labels in logit order."""
+
+    kind: str
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task: {self.kind!r} is not one of {', '.join(TASK_KINDS)}")
+        if isinstance(self.labels, str) or not isinstance(self.labels, Sequence):
+            raise ValueError(f"labels: expected a list of strings, got {self.labels!r}")
+        object.__setattr__(self, "labels", tuple(self.labels))
+        bad = [label for label in self.labels if not isinstance(label, str) or not label]
+        if bad:
+            raise ValueError(f"labels: {bad!r} are not non-empty strings")
+        repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"labels: repeated {', '.join(map(repr, repeated))}")
+        least, most, said = _LABEL_COUNTS[self.kind]
+        if len(self.labels) < least or (most is not None and len(self.labels) > most):
+            raise ValueError(f"labels: a {self.kind} head takes {said}, got {len(self.labels)}")
+
+    def model(self, config: BertConfig) -> nn.Module:
+        """The task model this head describes, on an encoder of `config`."""
+        if self.kind == "sequence_classification":
+            return BertForSequenceClassification(config, num_labels=len(self.labels))
+        if self.kind == "regression":
+            return BertForSequenceClassification(config, num_labels=1)
+        if self.kind == "token_classification":
+            return BertForTokenClassification(config, num_labels=len(self.labels))
+        if self.kind == "question_answering":
+            return BertForQuestionAnswering(config)
+        return BertForMultipleChoice(config)
+
+    def to_json(self) -> str:
+        return json.dumps({"task": self.kind, "labels": list(self.labels)}, indent=2,
+                          ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: Any, source: str) -> "TaskHead":
+        """The head a parsed task.json describes; errors start with `source`."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a JSON object with task and labels")
+        unknown = sorted(set(values) - {"task", "labels"})
+        if unknown:
+            raise ValueError(f"{source}: unknown fields {', '.join(unknown)}")
+        if "task" not in values:
+            raise ValueError(f"{source}: task is missing (one of {', '.join(TASK_KINDS)})")
+        try:
+            return cls(values["task"], values.get("labels", ()))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from e
+
+
+def save_task_head(directory: str, head: TaskHead) -> None:
+    """task.json in a model folder or work directory, beside bert_config.json (atomic)."""
+    os.makedirs(directory, exist_ok=True)
+    write_atomically(os.path.join(directory, TASK_FILE), head.to_json())
+
+
+def read_task_head(directory: str) -> TaskHead | None:
+    """The head `directory` says it holds; None for a pretrained encoder (no task.json)."""
+    path = os.path.join(directory, TASK_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e})") from e
+    return TaskHead.from_dict(values, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Params of task models
 
 
 # Fields that fix the shape of some encoder param; dropout and dtype may differ when fine-tuning.
@@ -122,6 +267,12 @@ def _unflatten(flat: dict[str, np.ndarray]) -> Params:
     return tree
 
 
+def _param_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every param's shape, from shapes alone: no memory, no compile."""
+    shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
+    return {name: tuple(leaf.shape) for name, leaf in _flatten(shapes).items()}
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_only(model: nn.Module, names: tuple[str, ...], rng: Array) -> dict[str, Array]:
     """Fresh values of just `names`: XLA drops the unused (encoder) initialisers entirely."""
@@ -129,13 +280,25 @@ def _init_only(model: nn.Module, names: tuple[str, ...], rng: Array) -> dict[str
     return {name: fresh[name] for name in names}
 
 
-def init_finetune_params(checkpoint_dir: str, model: nn.Module,
-                         rng: jax.Array) -> tuple[Params, InitReport]:
+def _same_head(saved: TaskHead | None, model: nn.Module, labels: Sequence[str] | None) -> bool:
+    """Whether the checkpoint's head is the one `model` has, so its params may be restored."""
+    if saved is None or saved.kind != getattr(model, "kind", None):
+        return False
+    if labels is not None and tuple(labels) != saved.labels:
+        return False
+    return saved.kind not in ("sequence_classification", "token_classification") or \
+        len(saved.labels) == model.num_labels
+
+
+def init_finetune_params(checkpoint_dir: str, model: nn.Module, rng: jax.Array, *,
+                         labels: Sequence[str] | None = None) -> tuple[Params, InitReport]:
     """Params for `model` (any module whose encoder is named `bert`) started from a checkpoint.
 
-    `checkpoint_dir` is a model folder or a pretraining work directory (its latest step).
-    `model.config` must have the checkpoint's architecture; a different size is an error naming
-    the field rather than a silent re-initialisation.
+    `checkpoint_dir` is a model folder or a work directory (its latest step). The encoder is
+    restored; a task head only when the folder's task.json has the model's kind and, if given,
+    these `labels` in this order (a head trained for other labels would silently mean other
+    things), else it is initialised afresh. `model.config` must have the checkpoint's
+    architecture; a different size is an error naming the field, never a re-initialisation.
     """
     saved_config = checkpoint.read_model_config(checkpoint_dir)
     task_config: BertConfig = model.config
@@ -145,18 +308,49 @@ def init_finetune_params(checkpoint_dir: str, model: nn.Module,
         raise ValueError(f"{checkpoint_dir}/{checkpoint.CONFIG_FILE} does not match the task "
                          f"model's config: {'; '.join(different)}")
     saved = _flatten(checkpoint.load_params(checkpoint_dir))
-    shapes = _flatten(jax.eval_shape(lambda: init_params(model, rng)))  # no memory, no compile
-    misshaped = [f"{name} {np.shape(saved[name])} vs {shape.shape}"
-                 for name, shape in shapes.items()
-                 if name in saved and np.shape(saved[name]) != shape.shape]
+    shapes = _param_shapes(model)
+    same_head = _same_head(read_task_head(checkpoint_dir), model, labels)
+    wanted = [n for n in shapes if n in saved and (n.startswith("bert/") or same_head)]
+    misshaped = [f"{n} {np.shape(saved[n])} vs {shapes[n]}" for n in wanted
+                 if np.shape(saved[n]) != shapes[n]]
     if misshaped:
         raise ValueError(f"{checkpoint_dir}: params shaped unlike the task model's: "
                          + ", ".join(misshaped))
     report = InitReport(
-        restored=tuple(sorted(n for n in shapes if n in saved)),
-        initialised=tuple(sorted(n for n in shapes if n not in saved)),
-        dropped=tuple(sorted(n for n in saved if n not in shapes)),
+        restored=tuple(sorted(wanted)),
+        initialised=tuple(sorted(n for n in shapes if n not in wanted)),
+        dropped=tuple(sorted(n for n in saved if n not in wanted)),
     )
     params = {name: jnp.asarray(saved[name]) for name in report.restored}
     params.update(_init_only(model, report.initialised, rng))
     return _unflatten(params), report
+
+
+def check_task_params(params: Params, model: nn.Module, source: str) -> None:
+    """Raises ValueError naming every param `model` lacks, does not have, or has in another shape."""
+    expected = _param_shapes(model)
+    actual = {name: tuple(np.shape(leaf)) for name, leaf in _flatten(params).items()}
+    problems = []
+    missing = sorted(set(expected) - set(actual))
+    if missing:
+        problems.append("missing " + ", ".join(missing))
+    unexpected = sorted(set(actual) - set(expected))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected))
+    misshaped = [f"{n} {actual[n]} (expected {expected[n]})" for n in sorted(expected)
+                 if n in actual and actual[n] != expected[n]]
+    if misshaped:
+        problems.append("mis-shaped " + ", ".join(misshaped))
+    if problems:
+        raise ValueError(f"{source}: params do not fit {type(model).__name__}: " + "; ".join(problems))
+
+
+def load_task_model(directory: str) -> tuple[TaskHead, nn.Module, Params]:
+    """A fine-tuned model folder or work directory: its head, its model and its params."""
+    head = read_task_head(directory)
+    if head is None:
+        raise FileNotFoundError(f"{directory} holds no fine-tuned model: {TASK_FILE} is missing")
+    model = head.model(checkpoint.read_model_config(directory))
+    params = checkpoint.load_params(directory)
+    check_task_params(params, model, directory)
+    return head, model, params

@@ -131,3 +131,39 @@ def _jax_forward(config: BertConfig, params: dict, batch: dict) -> dict:
 def jax_outputs(params: dict, config: BertConfig, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same quantities as `torch_outputs`, from this project's BertForPreTraining params."""
     return {k: np.asarray(v) for k, v in _jax_forward(config, params, batch).items()}
+
+
+# The transformers class of each task kind in bert/heads.py.
+TASK_CLASSES = {
+    "sequence_classification": transformers.BertForSequenceClassification,
+    "regression": transformers.BertForSequenceClassification,
+    "token_classification": transformers.BertForTokenClassification,
+    "question_answering": transformers.BertForQuestionAnswering,
+    "multiple_choice": transformers.BertForMultipleChoice,
+}
+
+
+def task_model(kind: str, config: transformers.BertConfig, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised transformers model with the head of `kind`."""
+    torch.manual_seed(seed)
+    return randomize(TASK_CLASSES[kind](config), seed)
+
+
+def torch_task_outputs(model: torch.nn.Module, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`logits`, or `start_logits` and `end_logits` for QA; multiple-choice inputs are (B, C, T)."""
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(batch["input_ids"]).long(),
+                    token_type_ids=torch.from_numpy(batch["segment_ids"]).long(),
+                    attention_mask=torch.from_numpy(batch["input_mask"]).long())
+    if isinstance(model, transformers.BertForQuestionAnswering):
+        return {"start_logits": out.start_logits.numpy(), "end_logits": out.end_logits.numpy()}
+    return {"logits": out.logits.numpy()}
+
+
+def jax_task_outputs(model, params: dict, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same quantities as `torch_task_outputs`, from a bert.heads model."""
+    out = jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["segment_ids"],
+                               batch["input_mask"])
+    if isinstance(out, tuple):
+        return {"start_logits": np.asarray(out[0]), "end_logits": np.asarray(out[1])}
+    return {"logits": np.asarray(out)}
