@@ -186,7 +186,7 @@ def _check_label(value: str, labels: Sequence[str], regression: bool, where: str
         raise TaskDataError(f"{where} is {value!r}, not one of the labels {list(labels)}")
 
 
-def _text_file(path: str | Path, encoding: str) -> Iterator[str]:
+def text_lines(path: str | Path, encoding: str) -> Iterator[str]:
     """Lines of a text file, with a missing file or a wrong encoding said as TaskDataError."""
     if not Path(path).is_file():
         raise TaskDataError(f"{path}: no such file")
@@ -209,7 +209,7 @@ def read_glue(path: str | Path, task: str | TaskSpec, split: str) -> tuple[list[
     layout = spec.layout(split)
     examples: list[Example] = []
     skipped = 0
-    rows = csv.reader(_text_file(path, "utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE)
+    rows = csv.reader(text_lines(path, "utf-8"), delimiter="\t", quoting=csv.QUOTE_NONE)
     for row_number, row in enumerate(rows, start=-1 if layout.header else 0):
         if row_number < 0:
             continue
@@ -239,7 +239,7 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".js
 def _table_records(path: str | Path, file_format: str, encoding: str, delimiter: str,
                    quoting: str, header: bool) -> Iterator[tuple[int, dict[ColumnKey, Any]]]:
     """(line, fields by column name and by position) for each non-blank record."""
-    lines = _text_file(path, encoding)
+    lines = text_lines(path, encoding)
     if file_format == "jsonl":
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
