@@ -156,8 +156,20 @@ def test_positions_work_with_or_without_a_header():
     pairs = cls.read_table(TABLES / "scores.tsv", text=0, pair=1, label=2, header=False,
                            regression=True)
     assert pairs[1] == cls.Example("1", "A woman is dancing.", "A man is talking.", "0")
+    quoted = TABLES / "reviews_latin1.csv"
+    both = cls.read_table(quoted, text=1, label=2, encoding="latin-1", quoting="none")
+    assert both[1].text_a == '"the ""best"" film of the year? hardly"'  # quotes kept as text
     with pytest.raises(ValueError, match="text column 'sentence' is a name, but .* has no header"):
         cls.read_table(TABLES / "scores.tsv", text="sentence", header=False)
+
+
+def test_tsv_reads_quotes_as_text_unless_told_otherwise(tmp_path):
+    path = tmp_path / "stray.tsv"
+    path.write_text('text\tlabel\n"unclosed quote\t1\nnext row\t0\n')
+    rows = cls.read_table(path, text="text", label="label")
+    assert [(e.text_a, e.label) for e in rows] == [('"unclosed quote', "1"), ("next row", "0")]
+    merged = cls.read_table(path, text="text", quoting="minimal")
+    assert len(merged) == 1  # what a CSV reader makes of it
 
 
 def test_jsonl_skips_blank_lines_and_checks_labels():

@@ -291,14 +291,15 @@ def read_table(
     file_format: str | None = None,
     encoding: str = "utf-8",
     delimiter: str | None = None,
-    quoting: str = "minimal",
+    quoting: str | None = None,
     header: bool = True,
 ) -> list[Example]:
     """Examples of a CSV, TSV or JSONL file for the generic `classify` task.
 
     Columns are named (header or JSON keys) or 0-based positions; `label=None` reads an
     unlabelled file. `file_format` defaults from the suffix (.csv, .tsv/.txt, .jsonl/.json),
-    `delimiter` from the format, `quoting` is "minimal" (standard CSV quotes) or "none".
+    `delimiter` from the format; `quoting` is "minimal" (standard CSV quotes, the default for
+    CSV) or "none" (quotes are text, the default for TSV, whose text often has stray quotes).
     With `labels`, each label must be one of them; with `regression`, a number. A missing
     field, a non-text value or a bad label stops with the file, line and field.
     """
@@ -313,6 +314,7 @@ def read_table(
         if isinstance(key, int) and file_format == "jsonl":
             raise ValueError(f"{role} column {key} is a position; JSONL fields need names")
     delimiter = delimiter or ("," if file_format == "csv" else "\t")
+    quoting = quoting or ("minimal" if file_format == "csv" else "none")
     examples = []
     records = _table_records(path, file_format, encoding, delimiter, quoting, header)
     for row_number, (line, record) in enumerate(records):
