@@ -71,6 +71,14 @@ class Tokenizer(Protocol):
         """`encode` over many texts; implementations use their native batch path."""
         ...
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text)` and each token's [start, end) character span in the original `text`.
+
+        Spans never include the whitespace before a word; pieces that carry no character of
+        their own (all but the last byte of a byte-fallback character) get an empty span.
+        """
+        ...
+
     def decode(self, ids: Iterable[int]) -> str: ...
 
     def id_to_token(self, token_id: int) -> str: ...
@@ -152,6 +160,16 @@ class SentencePieceTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return self._sp.encode(list(texts))
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        encoded = self._sp.encode(text, out_type="offset_mapping")
+        spans = []
+        for start, end in encoded["offsets"]:
+            # A word-initial piece's span covers the whitespace its "\u2581" stands for.
+            while start < end and text[start].isspace():
+                start += 1
+            spans.append((start, end))
+        return encoded["ids"], spans
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.decode([int(i) for i in ids])

@@ -191,6 +191,11 @@ class WordPieceTokenizer:
         """`encode` over many texts, run in parallel by the `tokenizers` library."""
         return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode` and each token's [start, end) character span in the original `text`."""
+        encoding = self._backend.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of `ids`, "##" continuations joined back onto their words; specials kept."""
         return self._backend.decode([int(i) for i in ids], skip_special_tokens=False)

@@ -1,5 +1,5 @@
-"""Fine-tuning task families: one module each owns its reader, featurizer, loss sums and metrics."""
+"""Fine-tuning task families: one module each (reader, featurizer, loss, metrics, post-processing)."""
 
 
 class TaskDataError(ValueError):
-    """A task's data file is malformed; the message names the file, line and field."""
+    """Malformed fine-tuning data; the message names the file, line or record and the field."""
