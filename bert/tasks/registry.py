@@ -317,9 +317,9 @@ class MultipleChoice(Family):
     selection_metric = "accuracy"
 
     def load(self, name: str, path: str) -> Split:
-        examples = multiple_choice.read_swag(path)
-        features = multiple_choice.featurize(examples, self.tokenizer, self.config.max_seq_len)
-        return Split(name, path, examples, features)
+        questions = multiple_choice.read_swag(path)
+        features = multiple_choice.featurize(questions, self.tokenizer, self.config.max_seq_len)
+        return Split(name, path, questions, features)
 
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForMultipleChoice(bert_config)
@@ -328,15 +328,16 @@ class MultipleChoice(Family):
         return FineTuneTask(
             model, loss_sums=multiple_choice.loss_sums, sum_keys=("loss_sum", "correct", "count"),
             count=_examples_count, predictions=lambda scores: {"scores": scores},
-            choices=multiple_choice.NUM_CHOICES)
+            choices=len(multiple_choice.ENDINGS))
 
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
-        predicted = np.argmax(predictions["scores"], -1)
-        return {"accuracy": multiple_choice.accuracy(predicted, split.features["label_ids"])}
+        predicted = multiple_choice.predictions_from_outputs(predictions["scores"])
+        return multiple_choice.compute_metrics(predicted, split.features["label_ids"])
 
     def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
         path = os.path.join(directory, f"{split.name}_predictions.csv")
-        multiple_choice.write_predictions(path, split.examples, np.argmax(predictions["scores"], -1))
+        multiple_choice.write_predictions(
+            path, split.examples, multiple_choice.predictions_from_outputs(predictions["scores"]))
         return path
 
 
