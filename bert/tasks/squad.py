@@ -61,31 +61,43 @@ def _is_whitespace(char: str) -> bool:
     return char in " \t\r\n" or ord(char) == 0x202F
 
 
+class _Words(NamedTuple):
+    """run_squad's whitespace-separated words of a context."""
+
+    texts: list[str]
+    spans: list[tuple[int, int]]  # [start, end) characters of each word
+    of_char: list[int]  # each character's word (whitespace: the word before it; -1 before any)
+
+
 @functools.lru_cache(maxsize=1)  # the questions on one paragraph come one after another
-def _whitespace_words(context: str) -> tuple[list[str], list[int]]:
-    """run_squad's words of `context` and, for each character, the index of its word (a
-    whitespace character belongs to the word before it; -1 before the first word)."""
-    words: list[str] = []
-    word_of_char: list[int] = []
+def _whitespace_words(context: str) -> _Words:
+    words = _Words([], [], [])
     after_space = True
-    for char in context:
+    for position, char in enumerate(context):
         if _is_whitespace(char):
             after_space = True
         else:
             if after_space:
-                words.append("")
-            words[-1] += char
+                words.texts.append("")
+                words.spans.append((position, position))
+            words.texts[-1] += char
+            words.spans[-1] = (words.spans[-1][0], position + 1)
             after_space = False
-        word_of_char.append(len(words) - 1)
-    return words, word_of_char
+        words.of_char.append(len(words.texts) - 1)
+    return words
+
+
+def _answer_words(context: str, answer_start: int, answer_text: str) -> tuple[int, int]:
+    """Indices of the words holding the answer's first and last characters."""
+    of_char = _whitespace_words(context).of_char
+    return of_char[answer_start], of_char[answer_start + len(answer_text) - 1]
 
 
 def _answer_found(context: str, answer_start: int, answer_text: str) -> bool:
-    """run_squad's check: the context's words under the answer's first and last characters,
-    joined by single spaces, contain the answer's words joined the same way."""
-    words, word_of_char = _whitespace_words(context)
-    first = word_of_char[answer_start]
-    last = word_of_char[answer_start + len(answer_text) - 1]
+    """run_squad's check: the words holding the answer's first and last characters, and those
+    between, joined by single spaces, contain the answer's words joined the same way."""
+    first, last = _answer_words(context, answer_start, answer_text)
+    words = _whitespace_words(context).texts
     return " ".join(answer_text.split()) in " ".join(words[first:last + 1])
 
 
@@ -213,16 +225,27 @@ def _best_window(spans: list[tuple[int, int]], num_tokens: int) -> np.ndarray:
     return best
 
 
-def _answer_tokens(starts: np.ndarray, ends: np.ndarray, example: SquadExample) -> tuple[int, int]:
-    """First and last context token overlapping the answer's characters (empty-span pieces, such
-    as the leading bytes of a byte-fallback character, count where they sit)."""
-    begin, end = example.answer_start, example.answer_start + len(example.answer_text)
-    inside = ((starts < end) & (ends > begin)) | ((starts == ends) & (starts >= begin) & (starts < end))
+def _answer_tokens(example: SquadExample, context_ids: list[int], starts: np.ndarray,
+                   ends: np.ndarray, tokenizer: Tokenizer) -> tuple[int, int]:
+    """First and last context token of the training answer, found as run_squad finds them: the
+    tokens of the whitespace words holding the answer's first and last characters, narrowed to
+    the shortest run equal to the answer's own tokens when there is one (_improve_answer_span)."""
+    first, last = _answer_words(example.context, example.answer_start, example.answer_text)
+    spans = _whitespace_words(example.context).spans
+    begin, end = spans[max(first, 0)][0], spans[last][1]
+    # Empty-span pieces (leading bytes of a byte-fallback character) count where they sit.
+    inside = (starts < end) & ((ends > begin) | ((starts == ends) & (starts >= begin)))
     tokens = np.flatnonzero(inside)
     if not len(tokens):
-        raise TaskDataError(f"question {example.qas_id!r}: field 'answers'[0] "
+        raise TaskDataError(f"question {example.qas_id!r}: field 'answers' "
                             f"{example.answer_text!r} covers no token of its context")
-    return int(tokens[0]), int(tokens[-1])
+    span_start, span_end = int(tokens[0]), int(tokens[-1])
+    answer_ids = tokenizer.encode(example.answer_text)
+    for new_start in range(span_start, span_end + 1):
+        for new_end in range(span_end, new_start - 1, -1):
+            if context_ids[new_start:new_end + 1] == answer_ids:
+                return new_start, new_end
+    return span_start, span_end
 
 
 def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_len: int, *,
@@ -254,7 +277,8 @@ def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_le
         offset = len(question) + 2
         spans = window_spans(len(context_ids), max_seq_len - offset - 1, doc_stride)
         best = _best_window(spans, len(context_ids))
-        answer = _answer_tokens(starts, ends, example) if example.answer_start >= 0 else None
+        answer = (_answer_tokens(example, context_ids, starts, ends, tokenizer)
+                  if example.answer_start >= 0 else None)
         for index, (start, length) in enumerate(spans):
             stop = start + length
             rows.append([tokenizer.cls_id, *question, tokenizer.sep_id, *context_ids[start:stop],
