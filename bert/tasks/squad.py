@@ -262,42 +262,50 @@ def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_le
         raise ValueError(f"max_query_length ({max_query_length}) + 3 must be below max_seq_len "
                          f"({max_seq_len}) to leave room for context tokens")
     questions = tokenizer.encode_batch([e.question for e in examples])
-    contexts: dict[str, tuple[list[int], np.ndarray, np.ndarray]] = {}
-    rows: list[list[int]] = []
-    segment_rows: list[list[int]] = []
+    contexts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    rows: list[np.ndarray] = []  # input_ids of each window, [max_seq_len]
+    lengths: list[int] = []  # of each window's input
+    first_context: list[int] = []  # each window's first segment-1 position
     positions: list[tuple[int, int]] = []
     windows: list[SquadWindow] = []
     for example_index, (example, question) in enumerate(zip(examples, questions)):
         if example.context not in contexts:
             ids, spans = tokenizer.encode_with_offsets(example.context)
             offsets = np.array(spans, np.int32).reshape(-1, 2)
-            contexts[example.context] = (ids, offsets[:, 0], offsets[:, 1])
+            contexts[example.context] = (np.array(ids, np.int32), offsets[:, 0], offsets[:, 1])
         context_ids, starts, ends = contexts[example.context]
         question = question[:max_query_length]
         offset = len(question) + 2
         spans = window_spans(len(context_ids), max_seq_len - offset - 1, doc_stride)
         best = _best_window(spans, len(context_ids))
-        answer = (_answer_tokens(example, context_ids, starts, ends, tokenizer)
+        answer = (_answer_tokens(example, context_ids.tolist(), starts, ends, tokenizer)
                   if example.answer_start >= 0 else None)
         for index, (start, length) in enumerate(spans):
             stop = start + length
-            rows.append([tokenizer.cls_id, *question, tokenizer.sep_id, *context_ids[start:stop],
-                         tokenizer.sep_id])
-            segment_rows.append([0] * offset + [1] * (length + 1))
+            row = np.zeros(max_seq_len, np.int32)
+            row[:offset] = [tokenizer.cls_id, *question, tokenizer.sep_id]
+            row[offset:offset + length] = context_ids[start:stop]
+            row[offset + length] = tokenizer.sep_id
+            rows.append(row)
+            lengths.append(offset + length + 1)
+            first_context.append(offset)
             if answer is not None and start <= answer[0] and answer[1] < stop:
                 positions.append((answer[0] - start + offset, answer[1] - start + offset))
             else:
                 positions.append((0, 0))
             windows.append(SquadWindow(example_index, offset, starts[start:stop], ends[start:stop],
                                        best[start:stop] == index))
-    arrays = {name: np.zeros((len(rows), max_seq_len), np.int32)
-              for name in ("input_ids", "segment_ids", "input_mask")}
-    for n, (row, segments) in enumerate(zip(rows, segment_rows)):
-        arrays["input_ids"][n, :len(row)] = row
-        arrays["segment_ids"][n, :len(row)] = segments
-        arrays["input_mask"][n, :len(row)] = 1
+    token_positions = np.arange(max_seq_len)
+    input_mask = token_positions < np.array(lengths, np.int32).reshape(-1, 1)  # (N, T)
+    after_question = token_positions >= np.array(first_context, np.int32).reshape(-1, 1)
     labels = np.array(positions, np.int32).reshape(-1, 2)
-    arrays["start_positions"], arrays["end_positions"] = labels[:, 0], labels[:, 1]
+    arrays = dict(
+        input_ids=np.stack(rows) if rows else np.zeros((0, max_seq_len), np.int32),
+        segment_ids=(input_mask & after_question).astype(np.int32),
+        input_mask=input_mask.astype(np.int32),
+        start_positions=labels[:, 0],
+        end_positions=labels[:, 1],
+    )
     return arrays, windows
 
 
