@@ -32,7 +32,8 @@ def _plain_words(text: str) -> list[str]:
 
 @functools.cache
 def fixture_tokenizer() -> WordPieceTokenizer:
-    """Lower-casing WordPiece over the fixtures' words; words over seven letters become two pieces."""
+    """Lower-casing WordPiece over the fixtures' words; longer words than seven letters become
+    two pieces, so answers and windows meet sub-word tokens."""
     text = V1_TRAIN.read_text(encoding="utf-8") + V2_DEV.read_text(encoding="utf-8") + GREEK
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.punctuation]
     for word in _plain_words(text):
@@ -114,7 +115,8 @@ def original_features(example, tokenizer, max_seq_len, doc_stride, max_query_len
             positions = (answer[0] - start + offset, answer[1] - start + offset)
         features.append(dict(
             input_ids=ids, segment_ids=[0] * offset + [1] * (length + 1), positions=positions,
-            is_max_context=[_check_is_max_context(doc_spans, index, start + i) for i in range(length)],
+            is_max_context=[_check_is_max_context(doc_spans, index, start + i)
+                            for i in range(length)],
             words=[words[token_to_word[start + i]] for i in range(length)],
             word_starts=[char_to_word.index(token_to_word[start + i]) for i in range(length)],
             improved=answer is not None and answer[0] != word_to_token[start_word]))
@@ -122,7 +124,9 @@ def original_features(example, tokenizer, max_seq_len, doc_stride, max_query_len
 
 
 @pytest.mark.parametrize("path,version_2", [(V1_TRAIN, False), (V2_DEV, True)])
-@pytest.mark.parametrize("max_seq_len,doc_stride,max_query_length", [(24, 5, 6), (40, 16, 20), (24, 30, 6)])
+# The last setting strides further than a window reaches, so windows are cut shorter.
+@pytest.mark.parametrize("max_seq_len,doc_stride,max_query_length",
+                         [(24, 5, 6), (40, 16, 20), (24, 30, 6)])
 def test_windows_and_positions_match_run_squad(path, version_2, max_seq_len, doc_stride,
                                                max_query_length):
     tokenizer = fixture_tokenizer()
@@ -143,7 +147,8 @@ def test_windows_and_positions_match_run_squad(path, version_2, max_seq_len, doc
         assert arrays["input_ids"][row].tolist() == feature["input_ids"] + padding
         assert arrays["segment_ids"][row].tolist() == feature["segment_ids"] + padding
         assert arrays["input_mask"][row].tolist() == [1] * length + padding
-        assert (arrays["start_positions"][row], arrays["end_positions"][row]) == feature["positions"]
+        labels = arrays["start_positions"][row], arrays["end_positions"][row]
+        assert labels == feature["positions"]
         assert window.is_max_context.tolist() == feature["is_max_context"]
         # Each context token's characters lie inside the whitespace word it came from.
         context = examples[example_index].context
@@ -172,7 +177,9 @@ def test_training_answers_not_at_answer_start_are_skipped_and_counted():
 def test_unanswerable_questions_train_toward_cls_and_ignore_plausible_answers():
     data = squad.read_squad(V2_DEV, is_training=True, version_2_with_negative=True)
     by_id = {e.qas_id: e for e in data.examples}
-    assert (by_id["a2"].answer_start, by_id["a2"].answer_text, by_id["a2"].gold_answers) == (-1, "", ())
+    unanswerable = by_id["a2"]
+    assert (unanswerable.answer_start, unanswerable.answer_text, unanswerable.gold_answers) == (
+        -1, "", ())
     assert by_id["a1"].gold_answers == ("Martin Sekulić", "a math teacher named Martin Sekulić")
     arrays, windows = squad.featurize(data.examples, fixture_tokenizer(), 40, doc_stride=16,
                                       max_query_length=20)
@@ -352,7 +359,8 @@ def test_loss_sums_average_start_and_end_cross_entropy_over_real_windows():
     assert float(sums["start_correct"]) == hits(start, start_positions)
     assert float(sums["end_correct"]) == hits(end, end_positions)
     halves = [squad.loss_sums((jnp.asarray(start[s]), jnp.asarray(end[s])),
-                              {k: v[s] for k, v in batch.items()}) for s in (slice(0, 1), slice(1, 3))]
+                              {k: v[s] for k, v in batch.items()})
+              for s in (slice(0, 1), slice(1, 3))]
     assert float(halves[0]["loss_sum"] + halves[1]["loss_sum"]) == pytest.approx(
         float(sums["loss_sum"]), rel=1e-6)
 
@@ -373,16 +381,20 @@ def _qa(dataset, index=0):
 
 @pytest.mark.parametrize("mutate,message", [
     (lambda d: d.pop("data"), "missing field 'data'"),
-    (lambda d: d["data"][0]["paragraphs"][0].pop("context"), r"paragraphs\[0\]: missing field 'context'"),
+    (lambda d: d["data"][0]["paragraphs"][0].pop("context"),
+     r"paragraphs\[0\]: missing field 'context'"),
     (lambda d: _qa(d).pop("id"), r"qas\[0\]: missing field 'id'"),
-    (lambda d: _qa(d, 1).update(id="a1"), "question 'a1': field 'id' is used by an earlier question"),
+    (lambda d: _qa(d, 1).update(id="a1"),
+     "question 'a1': field 'id' is used by an earlier question"),
     (lambda d: _qa(d).pop("question"), "question 'a1': missing field 'question'"),
-    (lambda d: _qa(d).update(is_impossible="no"), "question 'a1': field 'is_impossible' must be bool"),
+    (lambda d: _qa(d).update(is_impossible="no"),
+     "question 'a1': field 'is_impossible' must be bool"),
     (lambda d: _qa(d)["answers"][1].update(answer_start="12"),
      r"question 'a1': answers\[1\]: field 'answer_start' must be int"),
     (lambda d: _qa(d)["answers"][0].update(answer_start=10_000),
      r"question 'a1': answers\[0\]: field 'answer_start' 10000 puts the answer outside"),
-    (lambda d: _qa(d)["answers"][0].pop("text"), r"question 'a1': answers\[0\]: missing field 'text'"),
+    (lambda d: _qa(d)["answers"][0].pop("text"),
+     r"question 'a1': answers\[0\]: missing field 'text'"),
     (lambda d: _qa(d).update(answers=[]), "question 'a1': field 'answers' is empty"),
 ])
 def test_malformed_records_name_the_file_question_and_field(tmp_path, mutate, message):

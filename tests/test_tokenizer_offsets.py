@@ -28,7 +28,8 @@ def test_sentencepiece_spans_of_whole_word_pieces_are_the_words():
     tok = small_tokenizer()
     text = "The state of the Union"
     ids, spans = tok.encode_with_offsets(text)
-    assert [tok.id_to_token(i) for i in ids] == ["▁The", "▁state", "▁of", "▁the", "▁Union"]
+    pieces = [tok.id_to_token(i) for i in ids]
+    assert pieces == ["▁The", "▁state", "▁of", "▁the", "▁Union"]
     assert spans == [(0, 3), (4, 9), (10, 12), (13, 16), (17, 22)]
     ids, spans = tok.encode_with_offsets("a — b")  # "—" is three byte pieces
     assert [text for text in ("a — b"[s:e] for s, e in spans) if text] == ["a", "—", "b"]

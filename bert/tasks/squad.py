@@ -229,7 +229,8 @@ def _answer_tokens(example: SquadExample, context_ids: list[int], starts: np.nda
                    ends: np.ndarray, tokenizer: Tokenizer) -> tuple[int, int]:
     """First and last context token of the training answer, found as run_squad finds them: the
     tokens of the whitespace words holding the answer's first and last characters, narrowed to
-    the shortest run equal to the answer's own tokens when there is one (_improve_answer_span)."""
+    the first run (earliest start, then latest end) equal to the answer's own tokens when there
+    is one, as _improve_answer_span does."""
     first, last = _answer_words(example.context, example.answer_start, example.answer_text)
     spans = _whitespace_words(example.context).spans
     begin, end = spans[max(first, 0)][0], spans[last][1]
@@ -248,8 +249,10 @@ def _answer_tokens(example: SquadExample, context_ids: list[int], starts: np.nda
     return span_start, span_end
 
 
-def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_len: int, *,
-              doc_stride: int, max_query_length: int) -> tuple[dict[str, np.ndarray], list[SquadWindow]]:
+def featurize(
+    examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_len: int, *,
+    doc_stride: int, max_query_length: int,
+) -> tuple[dict[str, np.ndarray], list[SquadWindow]]:
     """Model inputs and span labels of every window of every example, and the windows' maps.
 
     Arrays have one row per window: input_ids, segment_ids, input_mask int32 [N, max_seq_len]
@@ -345,7 +348,8 @@ class _Candidate(NamedTuple):
 def _span_candidates(window: SquadWindow, start_logits: np.ndarray, end_logits: np.ndarray,
                      n_best_size: int, max_answer_length: int) -> list[_Candidate]:
     """run_squad's candidates of one window: pairs of its n-best starts and ends that lie in the
-    context, in order, at most max_answer_length tokens, starting where the window is max-context."""
+    context, in order, at most max_answer_length tokens apart, the start in its max-context
+    window."""
     context = window.context_positions()
     starts = np.argsort(-start_logits, kind="stable")[:n_best_size]
     ends = np.argsort(-end_logits, kind="stable")[:n_best_size]
@@ -366,6 +370,31 @@ def _softmax(scores: list[float]) -> list[float]:
     return [e / sum(exps) for e in exps]
 
 
+def _nbest(example: SquadExample, candidates: list[_Candidate], null: _Candidate | None,
+           n_best_size: int) -> list[tuple[str, _Candidate]]:
+    """The n best distinct answers, best first, as write_predictions keeps them; with v2.0's
+    `null` candidate the list always holds the null answer "" (appended when not among them)."""
+    ranked = sorted(candidates + ([null] if null else []),
+                    key=lambda c: c.start_logit + c.end_logit, reverse=True)
+    nbest: list[tuple[str, _Candidate]] = []
+    seen: set[str] = set()
+    for candidate in ranked:
+        if len(nbest) >= n_best_size:
+            break
+        window, text = candidate.window, ""
+        if window is not None:
+            first = candidate.start - window.context_offset
+            last = candidate.end - window.context_offset
+            text = example.context[window.char_starts[first]:window.char_ends[last]]
+            if not text.strip() or text in seen:
+                continue
+        seen.add(text)
+        nbest.append((text, candidate))
+    if null and "" not in seen:
+        nbest.append(("", null))
+    return nbest
+
+
 def postprocess(examples: Sequence[SquadExample], windows: Sequence[SquadWindow],
                 start_logits: np.ndarray, end_logits: np.ndarray, *, n_best_size: int,
                 max_answer_length: int, version_2_with_negative: bool,
@@ -384,41 +413,20 @@ def postprocess(examples: Sequence[SquadExample], windows: Sequence[SquadWindow]
     by_example: dict[int, list[int]] = collections.defaultdict(list)
     for row, window in enumerate(windows):
         by_example[window.example_index].append(row)
+    # No span survives the filters: run_squad's zero-logit fallback entry, with no text.
+    fallback = ("", _Candidate(None, 0, 0, 0.0, 0.0))
     answers, null_odds, nbest_lists = {}, {}, {}
     for example_index, example in enumerate(examples):
         candidates: list[_Candidate] = []
-        null = _Candidate(None, 0, 0, math.inf, 0.0)
+        null = _Candidate(None, 0, 0, math.inf, 0.0)  # every example has a window to lower it
         for row in by_example[example_index]:
             start_row, end_row = np.asarray(start_logits[row]), np.asarray(end_logits[row])
-            null_score = float(start_row[0]) + float(end_row[0])
-            if null_score < null.start_logit + null.end_logit:
+            if float(start_row[0]) + float(end_row[0]) < null.start_logit + null.end_logit:
                 null = _Candidate(None, 0, 0, float(start_row[0]), float(end_row[0]))
             candidates += _span_candidates(windows[row], start_row, end_row, n_best_size,
                                            max_answer_length)
-        if version_2_with_negative:
-            candidates.append(null)
-        candidates.sort(key=lambda c: c.start_logit + c.end_logit, reverse=True)
-        nbest: list[tuple[str, _Candidate]] = []
-        seen: set[str] = set()
-        for candidate in candidates:
-            if len(nbest) >= n_best_size:
-                break
-            window = candidate.window
-            text = ""
-            if window is not None:
-                first, last = candidate.start - window.context_offset, candidate.end - window.context_offset
-                text = example.context[window.char_starts[first]:window.char_ends[last]]
-                if not text.strip() or text in seen:
-                    continue
-            seen.add(text)
-            nbest.append((text, candidate))
-        if version_2_with_negative and "" not in seen:
-            nbest.append(("", null))
-        # No span survived the filters: run_squad's zero-logit fallback entry, with no text.
-        best_span = next(((t, c) for t, c in nbest if c.window is not None),
-                         ("", _Candidate(None, 0, 0, 0.0, 0.0)))
-        if not nbest:
-            nbest.append(best_span)
+        nbest = _nbest(example, candidates, null if version_2_with_negative else None,
+                       n_best_size) or [fallback]
         probabilities = _softmax([c.start_logit + c.end_logit for _, c in nbest])
         nbest_lists[example.qas_id] = [
             dict(text=text, probability=p, start_logit=c.start_logit, end_logit=c.end_logit)
@@ -426,7 +434,7 @@ def postprocess(examples: Sequence[SquadExample], windows: Sequence[SquadWindow]
         if not version_2_with_negative:
             answers[example.qas_id] = nbest[0][0]
             continue
-        text, span = best_span
+        text, span = next(((t, c) for t, c in nbest if c.window is not None), fallback)
         score_diff = null.start_logit + null.end_logit - span.start_logit - span.end_logit
         null_odds[example.qas_id] = score_diff
         answers[example.qas_id] = "" if score_diff > null_score_diff_threshold else text
@@ -478,7 +486,8 @@ def gold_answers(examples: Sequence[SquadExample]) -> dict[str, tuple[str, ...]]
     return {e.qas_id: e.gold_answers for e in examples}
 
 
-def evaluate_v1(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> dict[str, float]:
+def evaluate_v1(gold: Mapping[str, Sequence[str]],
+                predictions: Mapping[str, str]) -> dict[str, float]:
     """The official v1.1 scores: exact_match and f1 (0-100), each the best over the question's
     answers; a question without a prediction scores 0."""
     if not gold:
@@ -494,7 +503,8 @@ def evaluate_v1(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str
 
 
 def _best_threshold(predictions: Mapping[str, str], scores: Mapping[str, float],
-                    null_odds: Mapping[str, float], has_answer: Mapping[str, bool]) -> tuple[float, float]:
+                    null_odds: Mapping[str, float],
+                    has_answer: Mapping[str, bool]) -> tuple[float, float]:
     """The official find_best_thresh: walk the questions by rising null odds, each step moving the
     threshold past one more (so it keeps its prediction instead of answering ""), and keep the best
     total; starting from "all answered with \"\"", which scores every unanswerable one."""
@@ -536,7 +546,8 @@ def evaluate_v2(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str
     odds = {qas_id: 0.0 for qas_id in predictions} if null_odds is None else null_odds
 
     def thresholded(raw: dict[str, float]) -> dict[str, float]:
-        return {q: float(not has_answer[q]) if odds[q] > na_prob_thresh else s for q, s in raw.items()}
+        return {q: float(not has_answer[q]) if odds[q] > na_prob_thresh else score
+                for q, score in raw.items()}
 
     exact, f1 = thresholded(exact_raw), thresholded(f1_raw)
     results = {"exact": 100.0 * sum(exact.values()) / len(gold),
