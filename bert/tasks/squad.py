@@ -61,31 +61,43 @@ def _is_whitespace(char: str) -> bool:
     return char in " \t\r\n" or ord(char) == 0x202F
 
 
+class _Words(NamedTuple):
+    """run_squad's whitespace-separated words of a context."""
+
+    texts: list[str]
+    spans: list[tuple[int, int]]  # [start, end) characters of each word
+    of_char: list[int]  # each character's word (whitespace: the word before it; -1 before any)
+
+
 @functools.lru_cache(maxsize=1)  # the questions on one paragraph come one after another
-def _whitespace_words(context: str) -> tuple[list[str], list[int]]:
-    """run_squad's words of `context` and, for each character, the index of its word (a
-    whitespace character belongs to the word before it; -1 before the first word)."""
-    words: list[str] = []
-    word_of_char: list[int] = []
+def _whitespace_words(context: str) -> _Words:
+    words = _Words([], [], [])
     after_space = True
-    for char in context:
+    for position, char in enumerate(context):
         if _is_whitespace(char):
             after_space = True
         else:
             if after_space:
-                words.append("")
-            words[-1] += char
+                words.texts.append("")
+                words.spans.append((position, position))
+            words.texts[-1] += char
+            words.spans[-1] = (words.spans[-1][0], position + 1)
             after_space = False
-        word_of_char.append(len(words) - 1)
-    return words, word_of_char
+        words.of_char.append(len(words.texts) - 1)
+    return words
+
+
+def _answer_words(context: str, answer_start: int, answer_text: str) -> tuple[int, int]:
+    """Indices of the words holding the answer's first and last characters."""
+    of_char = _whitespace_words(context).of_char
+    return of_char[answer_start], of_char[answer_start + len(answer_text) - 1]
 
 
 def _answer_found(context: str, answer_start: int, answer_text: str) -> bool:
-    """run_squad's check: the context's words under the answer's first and last characters,
-    joined by single spaces, contain the answer's words joined the same way."""
-    words, word_of_char = _whitespace_words(context)
-    first = word_of_char[answer_start]
-    last = word_of_char[answer_start + len(answer_text) - 1]
+    """run_squad's check: the words holding the answer's first and last characters, and those
+    between, joined by single spaces, contain the answer's words joined the same way."""
+    first, last = _answer_words(context, answer_start, answer_text)
+    words = _whitespace_words(context).texts
     return " ".join(answer_text.split()) in " ".join(words[first:last + 1])
 
 
@@ -213,20 +225,34 @@ def _best_window(spans: list[tuple[int, int]], num_tokens: int) -> np.ndarray:
     return best
 
 
-def _answer_tokens(starts: np.ndarray, ends: np.ndarray, example: SquadExample) -> tuple[int, int]:
-    """First and last context token overlapping the answer's characters (empty-span pieces, such
-    as the leading bytes of a byte-fallback character, count where they sit)."""
-    begin, end = example.answer_start, example.answer_start + len(example.answer_text)
-    inside = ((starts < end) & (ends > begin)) | ((starts == ends) & (starts >= begin) & (starts < end))
+def _answer_tokens(example: SquadExample, context_ids: list[int], starts: np.ndarray,
+                   ends: np.ndarray, tokenizer: Tokenizer) -> tuple[int, int]:
+    """First and last context token of the training answer, found as run_squad finds them: the
+    tokens of the whitespace words holding the answer's first and last characters, narrowed to
+    the first run (earliest start, then latest end) equal to the answer's own tokens when there
+    is one, as _improve_answer_span does."""
+    first, last = _answer_words(example.context, example.answer_start, example.answer_text)
+    spans = _whitespace_words(example.context).spans
+    begin, end = spans[max(first, 0)][0], spans[last][1]
+    # Empty-span pieces (leading bytes of a byte-fallback character) count where they sit.
+    inside = (starts < end) & ((ends > begin) | ((starts == ends) & (starts >= begin)))
     tokens = np.flatnonzero(inside)
     if not len(tokens):
-        raise TaskDataError(f"question {example.qas_id!r}: field 'answers'[0] "
+        raise TaskDataError(f"question {example.qas_id!r}: field 'answers' "
                             f"{example.answer_text!r} covers no token of its context")
-    return int(tokens[0]), int(tokens[-1])
+    span_start, span_end = int(tokens[0]), int(tokens[-1])
+    answer_ids = tokenizer.encode(example.answer_text)
+    for new_start in range(span_start, span_end + 1):
+        for new_end in range(span_end, new_start - 1, -1):
+            if context_ids[new_start:new_end + 1] == answer_ids:
+                return new_start, new_end
+    return span_start, span_end
 
 
-def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_len: int, *,
-              doc_stride: int, max_query_length: int) -> tuple[dict[str, np.ndarray], list[SquadWindow]]:
+def featurize(
+    examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_len: int, *,
+    doc_stride: int, max_query_length: int,
+) -> tuple[dict[str, np.ndarray], list[SquadWindow]]:
     """Model inputs and span labels of every window of every example, and the windows' maps.
 
     Arrays have one row per window: input_ids, segment_ids, input_mask int32 [N, max_seq_len]
@@ -239,41 +265,50 @@ def featurize(examples: Sequence[SquadExample], tokenizer: Tokenizer, max_seq_le
         raise ValueError(f"max_query_length ({max_query_length}) + 3 must be below max_seq_len "
                          f"({max_seq_len}) to leave room for context tokens")
     questions = tokenizer.encode_batch([e.question for e in examples])
-    contexts: dict[str, tuple[list[int], np.ndarray, np.ndarray]] = {}
-    rows: list[list[int]] = []
-    segment_rows: list[list[int]] = []
+    contexts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    rows: list[np.ndarray] = []  # input_ids of each window, [max_seq_len]
+    lengths: list[int] = []  # of each window's input
+    first_context: list[int] = []  # each window's first segment-1 position
     positions: list[tuple[int, int]] = []
     windows: list[SquadWindow] = []
     for example_index, (example, question) in enumerate(zip(examples, questions)):
         if example.context not in contexts:
             ids, spans = tokenizer.encode_with_offsets(example.context)
             offsets = np.array(spans, np.int32).reshape(-1, 2)
-            contexts[example.context] = (ids, offsets[:, 0], offsets[:, 1])
+            contexts[example.context] = (np.array(ids, np.int32), offsets[:, 0], offsets[:, 1])
         context_ids, starts, ends = contexts[example.context]
         question = question[:max_query_length]
         offset = len(question) + 2
         spans = window_spans(len(context_ids), max_seq_len - offset - 1, doc_stride)
         best = _best_window(spans, len(context_ids))
-        answer = _answer_tokens(starts, ends, example) if example.answer_start >= 0 else None
+        answer = (_answer_tokens(example, context_ids.tolist(), starts, ends, tokenizer)
+                  if example.answer_start >= 0 else None)
         for index, (start, length) in enumerate(spans):
             stop = start + length
-            rows.append([tokenizer.cls_id, *question, tokenizer.sep_id, *context_ids[start:stop],
-                         tokenizer.sep_id])
-            segment_rows.append([0] * offset + [1] * (length + 1))
+            row = np.zeros(max_seq_len, np.int32)
+            row[:offset] = [tokenizer.cls_id, *question, tokenizer.sep_id]
+            row[offset:offset + length] = context_ids[start:stop]
+            row[offset + length] = tokenizer.sep_id
+            rows.append(row)
+            lengths.append(offset + length + 1)
+            first_context.append(offset)
             if answer is not None and start <= answer[0] and answer[1] < stop:
                 positions.append((answer[0] - start + offset, answer[1] - start + offset))
             else:
                 positions.append((0, 0))
             windows.append(SquadWindow(example_index, offset, starts[start:stop], ends[start:stop],
                                        best[start:stop] == index))
-    arrays = {name: np.zeros((len(rows), max_seq_len), np.int32)
-              for name in ("input_ids", "segment_ids", "input_mask")}
-    for n, (row, segments) in enumerate(zip(rows, segment_rows)):
-        arrays["input_ids"][n, :len(row)] = row
-        arrays["segment_ids"][n, :len(row)] = segments
-        arrays["input_mask"][n, :len(row)] = 1
+    token_positions = np.arange(max_seq_len)
+    input_mask = token_positions < np.array(lengths, np.int32).reshape(-1, 1)  # (N, T)
+    after_question = token_positions >= np.array(first_context, np.int32).reshape(-1, 1)
     labels = np.array(positions, np.int32).reshape(-1, 2)
-    arrays["start_positions"], arrays["end_positions"] = labels[:, 0], labels[:, 1]
+    arrays = dict(
+        input_ids=np.stack(rows) if rows else np.zeros((0, max_seq_len), np.int32),
+        segment_ids=(input_mask & after_question).astype(np.int32),
+        input_mask=input_mask.astype(np.int32),
+        start_positions=labels[:, 0],
+        end_positions=labels[:, 1],
+    )
     return arrays, windows
 
 
@@ -313,7 +348,8 @@ class _Candidate(NamedTuple):
 def _span_candidates(window: SquadWindow, start_logits: np.ndarray, end_logits: np.ndarray,
                      n_best_size: int, max_answer_length: int) -> list[_Candidate]:
     """run_squad's candidates of one window: pairs of its n-best starts and ends that lie in the
-    context, in order, at most max_answer_length tokens, starting where the window is max-context."""
+    context, in order, at most max_answer_length tokens apart, the start in its max-context
+    window."""
     context = window.context_positions()
     starts = np.argsort(-start_logits, kind="stable")[:n_best_size]
     ends = np.argsort(-end_logits, kind="stable")[:n_best_size]
@@ -334,6 +370,31 @@ def _softmax(scores: list[float]) -> list[float]:
     return [e / sum(exps) for e in exps]
 
 
+def _nbest(example: SquadExample, candidates: list[_Candidate], null: _Candidate | None,
+           n_best_size: int) -> list[tuple[str, _Candidate]]:
+    """The n best distinct answers, best first, as write_predictions keeps them; with v2.0's
+    `null` candidate the list always holds the null answer "" (appended when not among them)."""
+    ranked = sorted(candidates + ([null] if null else []),
+                    key=lambda c: c.start_logit + c.end_logit, reverse=True)
+    nbest: list[tuple[str, _Candidate]] = []
+    seen: set[str] = set()
+    for candidate in ranked:
+        if len(nbest) >= n_best_size:
+            break
+        window, text = candidate.window, ""
+        if window is not None:
+            first = candidate.start - window.context_offset
+            last = candidate.end - window.context_offset
+            text = example.context[window.char_starts[first]:window.char_ends[last]]
+            if not text.strip() or text in seen:
+                continue
+        seen.add(text)
+        nbest.append((text, candidate))
+    if null and "" not in seen:
+        nbest.append(("", null))
+    return nbest
+
+
 def postprocess(examples: Sequence[SquadExample], windows: Sequence[SquadWindow],
                 start_logits: np.ndarray, end_logits: np.ndarray, *, n_best_size: int,
                 max_answer_length: int, version_2_with_negative: bool,
@@ -352,41 +413,20 @@ def postprocess(examples: Sequence[SquadExample], windows: Sequence[SquadWindow]
     by_example: dict[int, list[int]] = collections.defaultdict(list)
     for row, window in enumerate(windows):
         by_example[window.example_index].append(row)
+    # No span survives the filters: run_squad's zero-logit fallback entry, with no text.
+    fallback = ("", _Candidate(None, 0, 0, 0.0, 0.0))
     answers, null_odds, nbest_lists = {}, {}, {}
     for example_index, example in enumerate(examples):
         candidates: list[_Candidate] = []
-        null = _Candidate(None, 0, 0, math.inf, 0.0)
+        null = _Candidate(None, 0, 0, math.inf, 0.0)  # every example has a window to lower it
         for row in by_example[example_index]:
             start_row, end_row = np.asarray(start_logits[row]), np.asarray(end_logits[row])
-            null_score = float(start_row[0]) + float(end_row[0])
-            if null_score < null.start_logit + null.end_logit:
+            if float(start_row[0]) + float(end_row[0]) < null.start_logit + null.end_logit:
                 null = _Candidate(None, 0, 0, float(start_row[0]), float(end_row[0]))
             candidates += _span_candidates(windows[row], start_row, end_row, n_best_size,
                                            max_answer_length)
-        if version_2_with_negative:
-            candidates.append(null)
-        candidates.sort(key=lambda c: c.start_logit + c.end_logit, reverse=True)
-        nbest: list[tuple[str, _Candidate]] = []
-        seen: set[str] = set()
-        for candidate in candidates:
-            if len(nbest) >= n_best_size:
-                break
-            window = candidate.window
-            text = ""
-            if window is not None:
-                first, last = candidate.start - window.context_offset, candidate.end - window.context_offset
-                text = example.context[window.char_starts[first]:window.char_ends[last]]
-                if not text.strip() or text in seen:
-                    continue
-            seen.add(text)
-            nbest.append((text, candidate))
-        if version_2_with_negative and "" not in seen:
-            nbest.append(("", null))
-        # No span survived the filters: run_squad's zero-logit fallback entry, with no text.
-        best_span = next(((t, c) for t, c in nbest if c.window is not None),
-                         ("", _Candidate(None, 0, 0, 0.0, 0.0)))
-        if not nbest:
-            nbest.append(best_span)
+        nbest = _nbest(example, candidates, null if version_2_with_negative else None,
+                       n_best_size) or [fallback]
         probabilities = _softmax([c.start_logit + c.end_logit for _, c in nbest])
         nbest_lists[example.qas_id] = [
             dict(text=text, probability=p, start_logit=c.start_logit, end_logit=c.end_logit)
@@ -394,7 +434,7 @@ def postprocess(examples: Sequence[SquadExample], windows: Sequence[SquadWindow]
         if not version_2_with_negative:
             answers[example.qas_id] = nbest[0][0]
             continue
-        text, span = best_span
+        text, span = next(((t, c) for t, c in nbest if c.window is not None), fallback)
         score_diff = null.start_logit + null.end_logit - span.start_logit - span.end_logit
         null_odds[example.qas_id] = score_diff
         answers[example.qas_id] = "" if score_diff > null_score_diff_threshold else text
@@ -446,7 +486,8 @@ def gold_answers(examples: Sequence[SquadExample]) -> dict[str, tuple[str, ...]]
     return {e.qas_id: e.gold_answers for e in examples}
 
 
-def evaluate_v1(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str]) -> dict[str, float]:
+def evaluate_v1(gold: Mapping[str, Sequence[str]],
+                predictions: Mapping[str, str]) -> dict[str, float]:
     """The official v1.1 scores: exact_match and f1 (0-100), each the best over the question's
     answers; a question without a prediction scores 0."""
     if not gold:
@@ -462,7 +503,8 @@ def evaluate_v1(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str
 
 
 def _best_threshold(predictions: Mapping[str, str], scores: Mapping[str, float],
-                    null_odds: Mapping[str, float], has_answer: Mapping[str, bool]) -> tuple[float, float]:
+                    null_odds: Mapping[str, float],
+                    has_answer: Mapping[str, bool]) -> tuple[float, float]:
     """The official find_best_thresh: walk the questions by rising null odds, each step moving the
     threshold past one more (so it keeps its prediction instead of answering ""), and keep the best
     total; starting from "all answered with \"\"", which scores every unanswerable one."""
@@ -504,7 +546,8 @@ def evaluate_v2(gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str
     odds = {qas_id: 0.0 for qas_id in predictions} if null_odds is None else null_odds
 
     def thresholded(raw: dict[str, float]) -> dict[str, float]:
-        return {q: float(not has_answer[q]) if odds[q] > na_prob_thresh else s for q, s in raw.items()}
+        return {q: float(not has_answer[q]) if odds[q] > na_prob_thresh else score
+                for q, score in raw.items()}
 
     exact, f1 = thresholded(exact_raw), thresholded(f1_raw)
     results = {"exact": 100.0 * sum(exact.values()) / len(gold),
