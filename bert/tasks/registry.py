@@ -273,7 +273,8 @@ class Squad(Family):
         return "f1"
 
     def load(self, name: str, path: str) -> Split:
-        data = squad.read_squad(path, is_training=name == "train")
+        data = squad.read_squad(path, is_training=name == "train",
+                                version_2_with_negative=self.version_2)
         features, windows = squad.featurize(
             data.examples, self.tokenizer, self.config.max_seq_len,
             doc_stride=self.config.doc_stride, max_query_length=self.config.max_query_length)
@@ -303,8 +304,9 @@ class Squad(Family):
 
     def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
         path = os.path.join(directory, f"{split.name}_predictions.json")
-        squad.write_predictions(self._answers(split, predictions), path,
-                                version_2_with_negative=self.version_2)
+        odds = path.replace(".json", ".null_odds.json") if self.version_2 else None
+        squad.write_predictions(self._answers(split, predictions), path, null_odds_path=odds,
+                                nbest_path=path.replace(".json", ".nbest.json"))
         return path
 
 
