@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -28,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
-from bert.files import write_atomically
+from bert import files
+from bert import tokenizer as tokenizer_lib
 from bert.model import BertConfig
 
 CONFIG_FILE = "bert_config.json"
@@ -49,9 +50,10 @@ class CheckpointManager:
     """Saves steps, keeps the newest `keep` finished ones, restores the newest good one."""
 
     def __init__(self, workdir: str, *, keep: int | None, async_save: bool = True) -> None:
-        """`keep` None deletes nothing (for readers of a run's checkpoints)."""
-        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS_DIR))
-        self.set_aside_directory = os.path.abspath(os.path.join(workdir, SET_ASIDE_DIR))
+        """`keep` None deletes nothing (for readers of a run's checkpoints). `workdir` may be
+        a local path or a URL (bert.files)."""
+        self.directory = files.absolute(workdir) / CHECKPOINTS_DIR
+        self.set_aside_directory = files.absolute(workdir) / SET_ASIDE_DIR
         self._keep = keep
         # Retention is done here, not by orbax (max_to_keep), because orbax decides what to
         # delete when a save starts and deletes it even when that save then fails.
@@ -68,8 +70,8 @@ class CheckpointManager:
     def all_steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def step_directory(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
+    def step_directory(self, step: int) -> epath.Path:
+        return self.directory / str(step)
 
     def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = False) -> bool:
         """Starts saving `state` and `meta` (JSON) as `step`; returns whether a save started.
@@ -153,9 +155,9 @@ class CheckpointManager:
 
     def _set_aside(self, step: int) -> None:
         if jax.process_index() == 0:
-            os.makedirs(self.set_aside_directory, exist_ok=True)
-            target = os.path.join(self.set_aside_directory, f"{step}.{int(time.time())}")
-            os.replace(self.step_directory(step), target)
+            self.set_aside_directory.mkdir(parents=True, exist_ok=True)
+            target = self.set_aside_directory / f"{step}.{int(time.time())}"
+            self.step_directory(step).rename(target)
             logging.error("moved unusable checkpoint %s to %s", self.step_directory(step), target)
         multihost_utils.sync_global_devices(f"bert.checkpoint.set_aside.{step}")
 
@@ -232,26 +234,32 @@ def abstract_like(tree: Any) -> Any:
 
 def write_model_description(directory: str, config: BertConfig, tokenizer: Any) -> None:
     """bert_config.json and tokenizer/ beside the params, written atomically per file."""
-    os.makedirs(directory, exist_ok=True)
-    write_atomically(os.path.join(directory, CONFIG_FILE), config.to_json())
-    tokenizer.save(os.path.join(directory, TOKENIZER_DIR))
+    files.path(directory).mkdir(parents=True, exist_ok=True)
+    files.write_atomically(files.path(directory) / CONFIG_FILE, config.to_json())
+    with files.staged_directory(files.path(directory) / TOKENIZER_DIR) as local:
+        tokenizer.save(local)
 
 
 def read_model_config(directory: str) -> BertConfig:
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
+    path = files.path(directory) / CONFIG_FILE
+    if not path.exists():
         raise FileNotFoundError(
             f"{directory} is neither a model folder nor a pretraining work directory: "
             f"{CONFIG_FILE} is missing"
         )
-    with open(path) as f:
-        return BertConfig.from_dict(json.load(f))
+    return BertConfig.from_dict(json.loads(path.read_text()))
+
+
+def load_tokenizer(directory: str) -> Any:
+    """The tokenizer of a model folder or work directory, local or remote."""
+    with files.local_copy(files.path(directory) / TOKENIZER_DIR) as local:
+        return tokenizer_lib.load_tokenizer(local)
 
 
 def save_params(directory: str, params: Any) -> None:
     """params/ of a model folder (orbax, atomic)."""
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.abspath(os.path.join(directory, PARAMS_DIR)), params, force=True)
+    checkpointer.save(files.absolute(directory) / PARAMS_DIR, params, force=True)
     checkpointer.wait_until_finished()
 
 
@@ -260,10 +268,10 @@ def load_params(directory: str) -> Any:
 
     Restored as host-local arrays on the default device; callers reshard as they need.
     """
-    params_dir = os.path.abspath(os.path.join(directory, PARAMS_DIR))
-    if os.path.isdir(params_dir):
+    params_dir = files.absolute(directory) / PARAMS_DIR
+    if params_dir.is_dir():
         return ocp.StandardCheckpointer().restore(params_dir)
-    if os.path.isdir(os.path.join(directory, CHECKPOINTS_DIR)):
+    if (files.path(directory) / CHECKPOINTS_DIR).is_dir():
         manager = CheckpointManager(directory, keep=None)  # reads only: deletes and moves nothing
         try:
             restored = manager.restore_latest(None, set_aside=False)

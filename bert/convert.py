@@ -50,9 +50,7 @@ import functools
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Callable
 
 import jax
@@ -61,7 +59,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from bert import checkpoint
+from bert import checkpoint, files
 from bert.heads import TASK_FILE, TaskHead, check_task_params, read_task_head, save_task_head
 from bert.model import BertConfig, BertForPreTraining, init_params
 from bert.tokenizer import SentencePieceTokenizer, load_tokenizer
@@ -655,28 +653,19 @@ def params_to_hf(params: Params, config: BertConfig,
 # Folders
 
 
-def _fresh_output(output: str) -> str:
-    """A temporary sibling of `output`, renamed onto it at the end so nothing is half-written."""
-    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
-        raise FileExistsError(f"{output} already exists and is not empty; choose a new folder")
-    parent = os.path.dirname(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=os.path.basename(output) + ".partial-", dir=parent)
-
-
-def _publish(tmp: str, output: str) -> None:
-    if os.path.isdir(output):
-        os.rmdir(output)  # empty, checked by _fresh_output
-    os.replace(tmp, output)
-
-
 def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
     """from-hf: a Hugging Face BERT folder → a model folder (config, tokenizer, params).
 
     The tokenizer is the folder's WordPiece vocab.txt, or the sentencepiece.model that `to-hf`
     wrote for a model pretrained here, so exported models come back whole. A fine-tuned model's
-    head and labels (see `task_head_from_hf`) go into the model folder's task.json.
+    head and labels (see `task_head_from_hf`) go into the model folder's task.json. Either
+    folder may be a URL (bert.files); a remote input is read from a local copy.
     """
+    with files.local_copy(hf_dir) as local_hf_dir:
+        return _import_hf(local_hf_dir, model_dir, seed=seed)
+
+
+def _import_hf(hf_dir: str, model_dir: str, *, seed: int) -> ImportReport:
     values, config_path = read_hf_config_values(hf_dir)
     config = config_from_hf(values, config_path)
     tokenizer = load_tokenizer(hf_dir)
@@ -690,15 +679,11 @@ def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
     params, report = params_from_hf(tensors, config, jax.random.key(seed), source=hf_dir, head=head)
     if head is not None:
         report.notes += _head_notes(values, head, config_path)
-    tmp = _fresh_output(model_dir)
-    try:
+    with files.new_directory(model_dir) as tmp:
         checkpoint.write_model_description(tmp, config, tokenizer)
         if head is not None:
             save_task_head(tmp, head)
         checkpoint.save_params(tmp, params)
-        _publish(tmp, model_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report
 
 
@@ -738,7 +723,7 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
     """
     config = checkpoint.read_model_config(model_dir)
     head = read_task_head(model_dir)
-    tokenizer = load_tokenizer(os.path.join(model_dir, checkpoint.TOKENIZER_DIR))
+    tokenizer = checkpoint.load_tokenizer(model_dir)
     params = checkpoint.load_params(model_dir)
     try:
         check_task_params(params, head.model(config) if head else BertForPreTraining(config),
@@ -747,8 +732,7 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
         hint = "" if head else f" (a fine-tuned model's folder names its head in {TASK_FILE})"
         raise ConversionError(f"{e}{hint}") from e
     tensors = params_to_hf(params, config, head)
-    tmp = _fresh_output(hf_dir)
-    try:
+    with files.new_directory(hf_dir) as tmp:
         with open(os.path.join(tmp, HF_CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(config_to_hf(config, pad_token_id=tokenizer.pad_id, head=head), f, indent=2)
             f.write("\n")
@@ -759,9 +743,6 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
                             "transformers' BertTokenizer cannot read it (see README.md)", hf_dir)
             with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
                 f.write(_SENTENCEPIECE_NOTE)
-        _publish(tmp, hf_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

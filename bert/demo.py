@@ -14,7 +14,6 @@ if __name__ == "__main__":  # before the heavy imports, which a restart would re
 
 import glob
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +21,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
-from bert import checkpoint
+from bert import checkpoint, files
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
 from bert.pretrain import define_flags, train_and_evaluate
-from bert.tokenizer import Tokenizer, load_tokenizer
+from bert.tokenizer import Tokenizer
 
 
 
@@ -91,7 +90,7 @@ def _with_masks_shown(tokenizer: Tokenizer, ids: list[int], masked: set[int]) ->
 
 def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
     """Before/after eval metrics and filled-in masks, read back from the work directory."""
-    records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    records = read_metrics(files.path(workdir) / "metrics.jsonl")
     evals = [r for r in records if "eval_mlm_loss" in r]
     first, last = evals[0], evals[-1]
     train = [r for r in records if "tokens_per_sec" in r]
@@ -105,7 +104,7 @@ def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
         "",
         "held-out sentences, masked words -> the model's top 3 guesses:",
     ]
-    tokenizer = load_tokenizer(os.path.join(workdir, checkpoint.TOKENIZER_DIR))
+    tokenizer = checkpoint.load_tokenizer(workdir)
     model = BertForPreTraining(checkpoint.read_model_config(workdir))
     params = checkpoint.load_params(workdir)
     rng = np.random.default_rng(config.seed)

@@ -25,6 +25,7 @@ from bert.allocator import reexec_with_tuned_allocator
 if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
     reexec_with_tuned_allocator()
 
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -36,9 +37,9 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
-from bert import checkpoint
+from bert import checkpoint, files
 from bert.model import BertConfig, BertModel
-from bert.tokenizer import Tokenizer, load_tokenizer
+from bert.tokenizer import Tokenizer
 
 PAIR_SEPARATOR = " ||| "
 # Batches are padded to a multiple of this many tokens: few distinct shapes to compile, little waste.
@@ -157,8 +158,7 @@ def extract_features(config: BertConfig, tokenizer: Tokenizer, encoder_params: A
 def read_lines(path: str) -> list[str]:
     """Lines of a UTF-8 file without their line endings; an unreadable file names itself."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = files.path(path).read_bytes().decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not lines:
@@ -171,15 +171,14 @@ def write_features(checkpoint_dir: str, input_path: str, output_path: str, layer
     """The whole CLI job: read the model and lines, extract, write out.npz atomically."""
     config = checkpoint.read_model_config(checkpoint_dir)
     resolve_layers(layers, config.num_layers)  # fail before the params are read
-    tokenizer = load_tokenizer(os.path.join(checkpoint_dir, checkpoint.TOKENIZER_DIR))
+    tokenizer = checkpoint.load_tokenizer(checkpoint_dir)
     lines = read_lines(input_path)
     encoder_params = checkpoint.load_params(checkpoint_dir)["bert"]
     arrays = extract_features(config, tokenizer, encoder_params, lines, layers,
                               batch_size=batch_size, max_seq_len=max_seq_len)
-    tmp = output_path + ".partial"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, output_path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    files.write_atomically(output_path, buffer.getvalue())
 
 
 FLAGS = flags.FLAGS

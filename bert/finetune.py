@@ -27,23 +27,22 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import statistics
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 from absl import app, flags
+from etils import epath
 from ml_collections import ConfigDict, config_flags
 
-from bert import checkpoint, distributed, heads, trainer
+from bert import checkpoint, distributed, files, heads, trainer
 from bert.config import learning_rates, length_buckets, seeds, validate_finetuning
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter, setup_logging
 from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
 from bert.tasks import batches, registry
-from bert.tokenizer import load_tokenizer
 
 RESULTS_FILE = "eval_results.json"
 BEST_DIR = "best"  # with select_on_dev: params of the checkpoint best on dev, and best.json
@@ -82,9 +81,9 @@ def _splits(config: ConfigDict) -> list[tuple[str, str]]:
 
 def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     """One fine-tuning run; returns what it writes to eval_results.json ({} if stopped early)."""
-    os.makedirs(workdir, exist_ok=True)
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
     source = config.init_checkpoint
-    tokenizer = load_tokenizer(os.path.join(source, checkpoint.TOKENIZER_DIR))
+    tokenizer = checkpoint.load_tokenizer(source)
     bert_config = dataclasses.replace(
         checkpoint.read_model_config(source), dropout_rate=float(config.dropout_rate),
         attention_dropout_rate=float(config.dropout_rate), dtype=config.dtype)
@@ -128,7 +127,7 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
         return runner.init_state(init_rng, params)
 
     state, start_step, meta = trainer.restore_or_init(runner, manager, init)
-    best = _Best(os.path.join(workdir, BEST_DIR), family.selection_metric, config.select_on_dev)
+    best = _Best(files.path(workdir) / BEST_DIR, family.selection_metric, config.select_on_dev)
     last: dict[str, Any] = {}
 
     def evaluate(params: Any, step: int) -> dict[str, float]:
@@ -174,17 +173,18 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
                                "selection_metric": family.selection_metric}
     results.update(last.get("metrics", {}))
     outputs = {}
-    for split in splits:
-        predictions = last["predictions"].get(split.name) if split in dev else None
-        if predictions is None:
-            predictions = predict(runner, params, split, config)
-        outputs[split.name] = family.write(workdir, split, predictions)
-        results[f"{split.name}_examples"] = len(split.examples)
-        if split.skipped:
-            results[f"{split.name}_skipped"] = split.skipped
+    with files.staged_directory(workdir) as local_workdir:  # task writers write local files
+        for split in splits:
+            predictions = last["predictions"].get(split.name) if split in dev else None
+            if predictions is None:
+                predictions = predict(runner, params, split, config)
+            outputs[split.name] = family.write(local_workdir, split, predictions)
+            results[f"{split.name}_examples"] = len(split.examples)
+            if split.skipped:
+                results[f"{split.name}_skipped"] = split.skipped
     results["prediction_files"] = {k: os.path.basename(v) for k, v in outputs.items()}
     if jax.process_index() == 0:
-        write_atomically(os.path.join(workdir, RESULTS_FILE), json.dumps(results, indent=2) + "\n")
+        write_atomically(files.path(workdir) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     logging.info("%s: %s", scored, trainer.format_metrics(
         {k: v for k, v in results.items() if isinstance(v, float)}))
     return results
@@ -194,14 +194,13 @@ class _Best:
     """With select_on_dev: the params of the evaluation best by the task's selection metric,
     kept as a model folder's params/ under DIR/best with best.json naming the step."""
 
-    def __init__(self, directory: str, metric: str, enabled: bool) -> None:
+    def __init__(self, directory: epath.Path, metric: str, enabled: bool) -> None:
         self.directory, self.metric, self.enabled = directory, metric, enabled
         self.step: int | None = None
         self.value = -np.inf
-        summary = os.path.join(directory, "best.json")
-        if enabled and os.path.exists(summary):
-            with open(summary) as f:
-                saved = json.load(f)
+        summary = directory / "best.json"
+        if enabled and summary.exists():
+            saved = json.loads(summary.read_text())
             self.step, self.value = int(saved["step"]), float(saved["value"])
 
     def offer(self, step: int, metrics: Mapping[str, float], params: Any) -> None:
@@ -210,7 +209,7 @@ class _Best:
         self.step, self.value = step, float(metrics[self.metric])
         checkpoint.save_params(self.directory, params)
         if jax.process_index() == 0:
-            write_atomically(os.path.join(self.directory, "best.json"), json.dumps(
+            write_atomically(self.directory / "best.json", json.dumps(
                 {"step": step, "metric": self.metric, "value": self.value}))
 
     def params(self) -> Any:
@@ -232,14 +231,13 @@ def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
         return finetune_one(single, workdir)
     summaries = []
     for learning_rate, seed in runs:
-        run_dir = os.path.join(workdir, "runs", _run_name(learning_rate, seed))
+        run_dir = str(files.path(workdir) / "runs" / _run_name(learning_rate, seed))
         run_config = config.copy_and_resolve_references()
         run_config.learning_rate, run_config.seed = learning_rate, seed
         run_config.lr_grid, run_config.seeds = "", ""
-        done = os.path.join(run_dir, RESULTS_FILE)
-        if os.path.exists(done):
-            with open(done) as f:
-                result = json.load(f)
+        done = files.path(run_dir) / RESULTS_FILE
+        if done.exists():
+            result = json.loads(done.read_text())
             logging.info("%s: finished earlier, not redone", run_dir)
         else:
             result = finetune_one(run_config, run_dir)
@@ -262,10 +260,10 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
                **selected["metrics"], "mean": mean, "std": std, "runs": runs}
     if jax.process_index() == 0:
         for file in selected["prediction_files"].values():
-            shutil.copyfile(os.path.join(selected["workdir"], file), os.path.join(workdir, file))
-        write_atomically(os.path.join(workdir, RESULTS_FILE), json.dumps(summary, indent=2) + "\n")
+            files.copy_file(files.path(selected["workdir"]) / file, files.path(workdir) / file)
+        write_atomically(files.path(workdir) / RESULTS_FILE, json.dumps(summary, indent=2) + "\n")
     logging.info("%d runs; selected %s on dev %s; mean %s", len(runs),
-                 os.path.basename(selected["workdir"]), metric, trainer.format_metrics(mean))
+                 files.path(selected["workdir"]).name, metric, trainer.format_metrics(mean))
     return summary
 
 

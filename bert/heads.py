@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
@@ -36,8 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert import checkpoint, ops
-from bert.files import write_atomically
+from bert import checkpoint, files, ops
 from bert.model import BertConfig, BertModel, EncoderOutput, init_params
 
 Array = jax.Array
@@ -209,16 +207,16 @@ class TaskHead:
 
 def save_task_head(directory: str, head: TaskHead) -> None:
     """task.json in a model folder or work directory, beside bert_config.json (atomic)."""
-    os.makedirs(directory, exist_ok=True)
-    write_atomically(os.path.join(directory, TASK_FILE), head.to_json())
+    files.path(directory).mkdir(parents=True, exist_ok=True)
+    files.write_atomically(files.path(directory) / TASK_FILE, head.to_json())
 
 
 def read_task_head(directory: str) -> TaskHead | None:
     """The head `directory` says it holds; None for a pretrained encoder (no task.json)."""
-    path = os.path.join(directory, TASK_FILE)
-    if not os.path.exists(path):
+    path = files.path(directory) / TASK_FILE
+    if not path.exists():
         return None
-    with open(path, encoding="utf-8") as f:
+    with path.open("r") as f:
         try:
             values = json.load(f)
         except json.JSONDecodeError as e:

@@ -1,15 +1,18 @@
 """Metrics to the work directory: one JSON object per line in metrics.jsonl, and TensorBoard."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import sys
+import time
 from typing import Any, Mapping
 
 import jax
+from etils import epath
 
-from bert.files import write_atomically
+from bert import files
 
 
 class MetricsWriter:
@@ -18,21 +21,26 @@ class MetricsWriter:
     Only process 0 writes; the others accept the calls and drop them. Appending (not truncating)
     keeps the history of a resumed run in one file. `resume_step` is the step a run restarts
     from: rows after it were written by a run that stopped before its next checkpoint, and the
-    resumed run writes them again (identically), so they are dropped first.
+    resumed run writes them again (identically), so they are dropped first, and TensorBoard is
+    told to drop their events (purge_step).
+
+    `workdir` may be a URL (bert.files). Objects cannot be appended to, so there metrics.jsonl
+    is rewritten whole at most every `remote_flush_seconds` and on close, and the event file
+    likewise on TensorBoard's own flushes; a kill loses only rows the resumed run writes again.
     """
 
     def __init__(self, workdir: str, filename: str = "metrics.jsonl", *,
-                 resume_step: int | None = None) -> None:
+                 resume_step: int | None = None, remote_flush_seconds: float = 30.0) -> None:
         self._enabled = jax.process_index() == 0
-        self._jsonl = None
+        self._jsonl: _Lines | None = None
         self._tensorboard = None
         if self._enabled:
-            os.makedirs(workdir, exist_ok=True)
-            path = os.path.join(workdir, filename)
-            if resume_step is not None and os.path.exists(path):
+            files.path(workdir).mkdir(parents=True, exist_ok=True)
+            path = files.path(workdir) / filename
+            if resume_step is not None and path.exists():
                 _keep_rows_through(path, resume_step)
-            self._jsonl = open(path, "a", buffering=1)
-            self._tensorboard = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
+            self._jsonl = _Lines(path, remote_flush_seconds)
+            self._tensorboard = _summary_writer(files.path(workdir) / "tensorboard", resume_step)
 
     def write(self, step: int, values: Mapping[str, Any], prefix: str = "") -> None:
         if not self._enabled:
@@ -49,19 +57,95 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
-def _summary_writer_class() -> type:
+def _purge_step(resume_step: int | None) -> int | None:
+    """The first step whose events TensorBoard drops from earlier files: every step after the
+    resumed one, and all of them on a restart from step 0 (which writes its step 0 again, as
+    `_keep_rows_through` says)."""
+    if resume_step is None:
+        return None
+    return resume_step + 1 if resume_step > 0 else 0
+
+
+class _Lines:
+    """A text file appended line by line: locally an open file, remotely rewritten whole."""
+
+    def __init__(self, path: epath.Path, flush_seconds: float) -> None:
+        self._path = path
+        self._remote = files.is_remote(path)
+        self._flush_seconds = flush_seconds
+        if self._remote:
+            self._text = path.read_text() if path.exists() else ""
+            self._flushed_at = 0.0
+        else:
+            self._file = open(path, "a", buffering=1)
+
+    def write(self, line: str) -> None:
+        if not self._remote:
+            self._file.write(line)
+            return
+        self._text += line
+        if time.monotonic() - self._flushed_at >= self._flush_seconds:
+            self._flush()
+
+    def _flush(self) -> None:
+        files.write_atomically(self._path, self._text)
+        self._flushed_at = time.monotonic()
+
+    def close(self) -> None:
+        if self._remote:
+            self._flush()
+        else:
+            self._file.close()
+
+
+def _summary_writer(logdir: epath.Path, resume_step: int | None) -> Any:
     """tensorboardX's SummaryWriter, imported with torch hidden unless torch is loaded already:
     where torch is installed, tensorboardX imports it (3 s of every start) only to accept torch
-    tensors, and we log Python floats."""
+    tensors, and we log Python floats. A remote `logdir` is written through bert.files."""
     hide_torch = "torch" not in sys.modules
     if hide_torch:
         sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
     try:
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter, record_writer
     finally:
         if hide_torch:
             del sys.modules["torch"]
-    return SummaryWriter
+    if files.is_remote(logdir):
+        # tensorboardX picks a record writer by the URL's scheme; ours goes through bert.files
+        # for every scheme (its own gs:// writer would need google-cloud-storage and credentials).
+        record_writer.register_writer_factory(str(logdir).split("://", 1)[0], _RemoteEventFiles())
+    # Event files are named by the second they are opened in: the suffix keeps a run resumed
+    # within the same second from overwriting the file of its predecessor (only runs resumed
+    # from the same step share a name, and the later one purges all the earlier one wrote).
+    suffix = "" if resume_step is None else f".from_step{resume_step}"
+    return SummaryWriter(str(logdir), purge_step=_purge_step(resume_step), filename_suffix=suffix)
+
+
+class _RemoteEventFile:
+    """An event file held in memory and uploaded whole on every flush (objects cannot grow)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._buffer = io.BytesIO()
+
+    def write(self, data: bytes) -> None:
+        self._buffer.write(data)
+
+    def flush(self) -> None:
+        files.write_atomically(self._path, self._buffer.getvalue())
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _RemoteEventFiles:
+    """tensorboardX's record writer factory interface."""
+
+    def open(self, path: str) -> _RemoteEventFile:
+        return _RemoteEventFile(path)
+
+    def directory_check(self, path: str) -> None:
+        files.path(path).mkdir(parents=True, exist_ok=True)
 
 
 def _plain(value: Any) -> Any:
@@ -71,33 +155,31 @@ def _plain(value: Any) -> Any:
         return value
 
 
-def _keep_rows_through(path: str, step: int) -> None:
+def _keep_rows_through(path: epath.Path, step: int) -> None:
     """Rewrites `path` (atomically) without rows after `step`, and without a torn last line.
 
     Step 0 rows (the evaluation before training) belong to a run that has a checkpoint; a
     restart from step 0 writes them again.
     """
     kept, dropped = [], 0
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a kill in the middle of a write
-                dropped += 1
-                continue
-            if step > 0 and record["step"] <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-            else:
-                dropped += 1
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a kill in the middle of a write
+            dropped += 1
+            continue
+        if step > 0 and record["step"] <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+        else:
+            dropped += 1
     if dropped:
         logging.info("%s: dropped %d row(s) after step %d; the resumed run writes them again",
                      path, dropped, step)
-        write_atomically(path, "".join(kept))
+        files.write_atomically(path, "".join(kept))
 
 
-def read_metrics(path: str) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 class _LibraryChatterFilter(logging.Filter):

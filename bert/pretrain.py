@@ -18,7 +18,6 @@ if __name__ == "__main__":  # before the heavy imports, which a restart would re
     reexec_with_tuned_allocator()
 
 import logging
-import os
 from typing import Any, Iterable
 
 import jax
@@ -26,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-from bert import checkpoint, data, distributed, trainer
+from bert import checkpoint, data, distributed, files, trainer
 from bert.config import model_config, validate
 from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
@@ -57,7 +56,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     signal stopped the run early).
     """
     validate(config)
-    os.makedirs(workdir, exist_ok=True)
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
     bert_config = model_config(config)
     # Before anything starts JAX's runtime: data preparation forks its workers until then.
     tokenizer, prepared = data.build(config, workdir)

@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from bert import checkpoint
+from bert import checkpoint, files
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter
 from bert.partitioning import DevicePrefetcher, Runner
@@ -48,7 +48,7 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 
 def save_experiment_config(config: ConfigDict, workdir: str) -> None:
     if jax.process_index() == 0:
-        write_atomically(os.path.join(workdir, EXPERIMENT_CONFIG_FILE),
+        write_atomically(files.path(workdir) / EXPERIMENT_CONFIG_FILE,
                          config.to_json_best_effort(indent=2, sort_keys=True))
 
 

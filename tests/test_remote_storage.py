@@ -1,0 +1,139 @@
+"""gs:// work directories end to end, against a storage emulator this module starts itself."""
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from etils import epath
+
+from bert import files
+from bert.metrics import MetricsWriter, read_metrics
+from tests.storage_emulator import client_environment, gcs_emulator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "bert-test"
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """The emulator's environment, set in this process (and so in the commands it starts)."""
+    with gcs_emulator(BUCKET) as endpoint, pytest.MonkeyPatch.context() as patch:
+        for key, value in client_environment(endpoint).items():
+            patch.setenv(key, value)
+        yield f"gs://{BUCKET}"
+
+
+def test_urls_stay_urls_and_local_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert str(files.absolute("gs://bucket/run/checkpoints")) == "gs://bucket/run/checkpoints"
+    assert str(files.absolute("run")) == str(tmp_path / "run")
+    assert files.is_remote("gs://bucket/x") and not files.is_remote("relative/gs:/x")
+
+
+def test_a_scheme_without_backend_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match="nosuchfs://bucket/x"):
+        files.path("nosuchfs://bucket/x")
+
+
+def test_files_round_trip_through_the_bucket(gcs, tmp_path):
+    files.write_atomically(f"{gcs}/files/a.json", '{"a": 1}')
+    assert files.read_text(f"{gcs}/files/a.json") == '{"a": 1}'
+    with files.staged_directory(f"{gcs}/files/folder") as local:
+        os.makedirs(os.path.join(local, "sub"))
+        (epath.Path(local) / "sub" / "b.bin").write_bytes(b"\x00\x01")
+    with files.local_copy(f"{gcs}/files/folder") as local:
+        assert (epath.Path(local) / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+    with pytest.raises(FileExistsError, match="not empty"):
+        with files.new_directory(f"{gcs}/files/folder"):
+            pass
+    with pytest.raises(RuntimeError):  # a failed block uploads nothing
+        with files.new_directory(f"{gcs}/files/never") as local:
+            (epath.Path(local) / "c.txt").write_text("c")
+            raise RuntimeError("stop")
+    assert not epath.Path(f"{gcs}/files/never/c.txt").exists()
+
+
+def _events(directory):
+    """(step, kind) of every event in every event file under `directory`, file by file."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found = []
+    for path in sorted(epath.Path(directory).iterdir()):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("Q", data[offset:offset + 8])
+            event = Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            kind = ("start" if event.session_log.status == 1 else
+                    "scalar" if event.summary.value else "other")
+            found.append((event.step, kind))
+    return found
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local", "gs"])
+def test_resumed_metrics_drop_redone_rows_and_tell_tensorboard(remote, request, tmp_path):
+    workdir = f"{request.getfixturevalue('gcs')}/metrics" if remote else str(tmp_path)
+    first = MetricsWriter(workdir, remote_flush_seconds=0)
+    for step in (1, 2, 3, 4):
+        first.write(step, {"loss": float(step)})
+    first.close()
+    resumed = MetricsWriter(workdir, resume_step=2)
+    resumed.write(3, {"loss": 30.0})
+    resumed.close()
+
+    assert [(r["step"], r["loss"]) for r in read_metrics(files.path(workdir) / "metrics.jsonl")] \
+        == [(1, 1.0), (2, 2.0), (3, 30.0)]
+    tensorboard = files.path(workdir) / "tensorboard"
+    assert len(list(tensorboard.iterdir())) == 2
+    events = _events(tensorboard)
+    # TensorBoard drops every earlier event at or after a file's START step: 3 and 4 here.
+    scalars_then_start = [e for e in events if e[1] != "other"]
+    assert scalars_then_start == [(1, "scalar"), (2, "scalar"), (3, "scalar"), (4, "scalar"),
+                                  (3, "start"), (3, "scalar")]
+
+
+def _pretrain(workdir, cache_dir, *overrides):
+    command = [sys.executable, "-m", "bert.pretrain", "--config", "experiments/pretrain/tiny.py",
+               f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}",
+               "--config.data.train_files=data/sotu/train/19[0-2]*.txt",
+               "--config.model.vocab_size=1000", "--config.batch_size=8",
+               "--config.log_every=2", "--config.eval_every=1000", "--config.eval_batches=1",
+               "--config.checkpoint_every=2", "--config.warmup_steps=2",
+               "--config.schedule_steps=100", *overrides]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_pretraining_writes_its_workdir_to_the_bucket_and_resumes_from_it(gcs, tmp_path):
+    workdir = f"{gcs}/pretrain"
+    _pretrain(workdir, tmp_path / "data", "--config.train_steps=2")
+    run = epath.Path(workdir)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2"]
+    assert json.loads((run / "experiment_config.json").read_text())["train_steps"] == 2
+    assert json.loads((run / "bert_config.json").read_text())["num_layers"] == 2
+    assert (run / "tokenizer").is_dir()
+    assert list((run / "tensorboard").iterdir())
+    assert not os.path.exists(os.path.join(REPO, "gs:"))  # nothing landed on the local disk
+
+    log = _pretrain(workdir, tmp_path / "data", "--config.train_steps=4")
+    assert "resumed from step 2" in log
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "4"]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4]
+
+    # A remote work directory converts to a remote Hugging Face folder and back.
+    from bert import checkpoint, convert
+
+    convert.export_hf(workdir, f"{gcs}/hf")
+    assert (epath.Path(gcs) / "hf" / "model.safetensors").exists()
+    convert.import_hf(f"{gcs}/hf", str(tmp_path / "model"))
+    restored = checkpoint.load_params(str(tmp_path / "model"))
+    trained = checkpoint.load_params(workdir)
+    np.testing.assert_array_equal(
+        restored["bert"]["embeddings"]["word_embeddings"]["embedding"],
+        trained["bert"]["embeddings"]["word_embeddings"]["embedding"])
