@@ -9,22 +9,31 @@ unmaps the whole buffer again: ~330k page faults per BERT-base step, which made 
 arena, served from the heap and never trimmed, maps the buffer once and reuses it for every
 later step.
 
-glibc reads these settings only at process start, so the command-line entry points call
-`reexec_with_tuned_allocator()` first thing: the process restarts itself once with
-`GLIBC_TUNABLES` extended. Only CPU runs do this; `BERT_JAX_ALLOCATOR=system` keeps the
-system's defaults everywhere; other C libraries ignore the variable. The price is memory: freed
-memory stays with the process, so its resident set is its high-water mark plus fragmentation
-(4.6 instead of 3.5 GiB for the BERT-base step above).
+The command-line entry points call `configure()` once the config is read and before anything
+starts JAX's backend (whose thread pools take their arenas when they start): it applies the
+settings in the running interpreter with glibc's `mallopt` and logs what is in effect. Where the
+settings come from, first match wins: config.host_allocator ("tuned" or "system"; "auto" defers),
+the BERT_JAX_ALLOCATOR environment variable (the same values), else "tuned" for CPU runs on
+glibc Linux and "system" elsewhere (accelerator hosts keep their allocator: the step's scratch
+memory lives on the device there). Other C libraries have no such settings. The price is
+memory: freed memory stays with the process, so its resident set is its high-water mark plus
+fragmentation (4.6 instead of 3.5 GiB for the BERT-base step above).
+
+The same settings as a GLIBC_TUNABLES environment (`tuned_environment`) serve processes started
+afresh, such as bert.bench's workers.
 """
 from __future__ import annotations
 
+import ctypes
 import glob
+import logging
 import os
 import platform
 import sys
 from collections.abc import Mapping
 
-OPT_OUT = "BERT_JAX_ALLOCATOR"  # "system": leave the allocator as it is
+OPT_OUT = "BERT_JAX_ALLOCATOR"  # "system": leave the allocator as it is; "tuned": apply it
+SETTINGS = ("auto", "tuned", "system")
 
 # One arena (the heap), no mmap-ed chunks, never give freed memory back to the kernel.
 TUNABLES = {
@@ -66,8 +75,7 @@ def is_tuned(environ: Mapping[str, str]) -> bool:
 
 def applies(environ: Mapping[str, str]) -> bool:
     """True for CPU runs on glibc Linux that have not opted out."""
-    return (environ.get(OPT_OUT, "tuned") != "system" and sys.platform == "linux"
-            and platform.libc_ver()[0] == "glibc" and _runs_on_cpu(environ))
+    return environ.get(OPT_OUT, "auto") != "system" and _is_glibc_linux() and _runs_on_cpu(environ)
 
 
 def wanted(environ: Mapping[str, str]) -> bool:
@@ -83,6 +91,61 @@ def _runs_on_cpu(environ: Mapping[str, str]) -> bool:
         return environ["JAX_PLATFORMS"] == "cpu"
     return not any(glob.glob(pattern) for pattern in ("/dev/nvidia[0-9]*", "/dev/accel[0-9]*",
                                                       "/dev/vfio/[0-9]*"))
+
+
+# mallopt(3) parameters with TUNABLES' values; a trim threshold of -1 disables trimming.
+_MALLOPT = {"M_ARENA_MAX": (-8, 1), "M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-1, -1)}
+
+
+def resolve(setting: str = "auto", environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """("tuned" | "system", why) for `setting` (config.host_allocator) and the environment."""
+    if setting not in SETTINGS:
+        raise ValueError(f"config.host_allocator must be one of {', '.join(SETTINGS)}, "
+                         f"got {setting!r}")
+    from_environment = environ.get(OPT_OUT, "auto")
+    if from_environment not in SETTINGS:
+        raise ValueError(f"{OPT_OUT} must be one of {', '.join(SETTINGS)}, got {from_environment!r}")
+    if setting != "auto":
+        return setting, "config.host_allocator"
+    if from_environment != "auto":
+        return from_environment, OPT_OUT
+    if applies(environ):
+        return "tuned", "a CPU run on glibc"
+    return "system", "not a CPU run on glibc" if _is_glibc_linux() else "not glibc"
+
+
+def configure(setting: str = "auto", environ: Mapping[str, str] = os.environ) -> str:
+    """Applies the host allocator settings `resolve` picks and logs them; returns "tuned" or
+    "system". Call it before JAX starts its backend: threads that exist keep their arenas."""
+    choice, why = resolve(setting, environ)
+    if choice == "tuned" and not _is_glibc_linux():
+        logging.warning("host allocator: %s asks for tuned settings, which only glibc has; "
+                        "keeping the system's", why)
+        return "system"
+    if choice == "system":
+        logging.info("host allocator: the system's defaults (%s; config.host_allocator or %s "
+                     "change this)", why, OPT_OUT)
+        return "system"
+    if is_tuned(environ):
+        logging.info("host allocator: tuned by GLIBC_TUNABLES=%s", environ["GLIBC_TUNABLES"])
+        return "tuned"
+    apply_tuned_settings()
+    logging.info("host allocator: tuned (%s): one arena, no mmap-ed chunks, never trimmed "
+                 "(mallopt %s); config.host_allocator=system or %s=system keeps the system's",
+                 why, " ".join(f"{name}={value}" for name, (_, value) in _MALLOPT.items()), OPT_OUT)
+    return "tuned"
+
+
+def apply_tuned_settings() -> None:
+    """TUNABLES, set in this process through glibc's mallopt."""
+    libc = ctypes.CDLL(None)
+    for name, (parameter, value) in _MALLOPT.items():
+        if libc.mallopt(parameter, value) != 1:
+            raise OSError(f"glibc mallopt({name}, {value}) failed")
+
+
+def _is_glibc_linux() -> bool:
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
 
 def reexec_with_tuned_allocator() -> None:

@@ -43,6 +43,7 @@ def pretraining_config() -> ConfigDict:
     c.checkpoint_every = 10_000
     c.keep_checkpoints = 3  # newest checkpoints kept on disk
     c.on_nonfinite = "skip"  # non-finite loss or gradient: "skip" the update, or "stop" after saving
+    c.host_allocator = "auto"  # "tuned", "system" or "auto" (BERT_JAX_ALLOCATOR, else tuned on CPU)
 
     # Parallelism: "jit" places arrays on a Mesh with named shardings; "pmap" replicates params.
     c.parallelism = "jit"
@@ -254,6 +255,7 @@ def finetuning_config() -> ConfigDict:
     c.checkpoint_every = 1000  # steps (and at the end of training)
     c.keep_checkpoints = 1
     c.on_nonfinite = "skip"  # "skip" the update, or "stop" after saving
+    c.host_allocator = "auto"  # as in pretraining (bert/allocator.py)
 
     # Parallelism, as in pretraining.
     c.parallelism = "jit"

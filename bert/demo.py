@@ -7,11 +7,6 @@ masked words of held-out sentences with the model's top predictions.
 """
 from __future__ import annotations
 
-from bert.allocator import reexec_with_tuned_allocator
-
-if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
-    reexec_with_tuned_allocator()
-
 import glob
 import logging
 
@@ -21,7 +16,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
-from bert import checkpoint, files
+from bert import allocator, checkpoint, files
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
 from bert.pretrain import define_flags, train_and_evaluate
@@ -118,6 +113,7 @@ def main(argv: list[str]) -> None:
     del argv
     setup_logging()
     config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    allocator.configure(config.get("host_allocator", "auto"))  # before devices are touched
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(config, workdir)
     print(summarize(config, workdir, flags.FLAGS.examples))

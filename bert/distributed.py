@@ -24,17 +24,6 @@ from typing import Mapping
 import jax
 from absl import flags
 
-_MODE = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"],
-    "auto: join a multi-process run when a coordinator is given or a cluster is detected; "
-    "on: always call jax.distributed.initialize (TPU VM pods); off: single process")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "HOST:PORT of process 0's coordinator (all processes agree)")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in the run")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process, 0 .. num_processes-1")
-_LOCAL_DEVICE_IDS = flags.DEFINE_list(
-    "local_device_ids", None, "devices this process uses, e.g. 0,1,2,3 (default: all visible)")
-
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -149,13 +138,30 @@ def initialize(spec: DistributedSpec | None) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def define_flags() -> None:
+    """--distributed, --coordinator_address, --num_processes, --process_id, --local_device_ids:
+    called by the define_flags of the commands that run multi-process, never at import (a
+    library module's flags would collide with those of the commands importing it)."""
+    flags.DEFINE_enum(
+        "distributed", "auto", ["auto", "on", "off"],
+        "auto: join a multi-process run when a coordinator is given or a cluster is detected; "
+        "on: always call jax.distributed.initialize (TPU VM pods); off: single process")
+    flags.DEFINE_string("coordinator_address", None,
+                        "HOST:PORT of process 0's coordinator (all processes agree)")
+    flags.DEFINE_integer("num_processes", None, "processes in the run")
+    flags.DEFINE_integer("process_id", None, "this process, 0 .. num_processes-1")
+    flags.DEFINE_list("local_device_ids", None,
+                      "devices this process uses, e.g. 0,1,2,3 (default: all visible)")
+
+
 def initialize_from_flags() -> None:
     """The call at the top of a CLI's main(): resolve flags and environment, then initialise."""
+    values = flags.FLAGS
     initialize(resolve(
-        _MODE.value,
-        coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value,
-        process_id=_PROCESS_ID.value,
-        local_device_ids=_LOCAL_DEVICE_IDS.value,
+        values.distributed,
+        coordinator_address=values.coordinator_address,
+        num_processes=values.num_processes,
+        process_id=values.process_id,
+        local_device_ids=values.local_device_ids,
         environ=os.environ,
     ))

@@ -20,11 +20,6 @@ MODEL_DIR is a model folder or a pretraining work directory.
 """
 from __future__ import annotations
 
-from bert.allocator import reexec_with_tuned_allocator
-
-if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
-    reexec_with_tuned_allocator()
-
 import io
 import logging
 import os
@@ -37,7 +32,8 @@ import numpy as np
 from absl import app, flags
 from tqdm import tqdm
 
-from bert import checkpoint, files
+from bert import allocator, checkpoint, files
+from bert.metrics import setup_logging
 from bert.model import BertConfig, BertModel
 from bert.tokenizer import Tokenizer
 
@@ -202,7 +198,9 @@ def main(argv: list[str]) -> None:
         layers = [int(k) for k in FLAGS.layers]
     except ValueError:
         raise app.UsageError(f"--layers must be comma-separated integers, got {FLAGS.layers}")
+    setup_logging()
     try:
+        allocator.configure()  # before devices are touched
         write_features(FLAGS.checkpoint, FLAGS.input, FLAGS.output, layers,
                        batch_size=FLAGS.batch_size, max_seq_len=FLAGS.max_seq_len)
     except (ValueError, FileNotFoundError) as e:

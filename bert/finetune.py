@@ -18,11 +18,6 @@ each metric, and the run selected on dev, whose prediction files are copied into
 """
 from __future__ import annotations
 
-from bert.allocator import reexec_with_tuned_allocator
-
-if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
-    reexec_with_tuned_allocator()
-
 import dataclasses
 import json
 import logging
@@ -36,7 +31,7 @@ from absl import app, flags
 from etils import epath
 from ml_collections import ConfigDict, config_flags
 
-from bert import checkpoint, distributed, files, heads, trainer
+from bert import allocator, checkpoint, distributed, files, heads, trainer
 from bert.config import learning_rates, length_buckets, seeds, validate_finetuning
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter, setup_logging
@@ -269,13 +264,16 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
 
 def define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "fine-tuning config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and predictions")
+    flags.DEFINE_string("workdir", None,
+                        "directory (or gs:// URL) for checkpoints, metrics and predictions")
+    distributed.define_flags()
 
 
 def main(argv: list[str]) -> None:
     del argv
     setup_logging()
     try:
+        allocator.configure(flags.FLAGS.config.get("host_allocator", "auto"))  # before devices
         distributed.initialize_from_flags()
         finetune(flags.FLAGS.config, flags.FLAGS.workdir)
     except (ValueError, OSError, FloatingPointError) as error:

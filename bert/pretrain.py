@@ -12,11 +12,6 @@ exits with status 0; a second signal stops at once.
 """
 from __future__ import annotations
 
-from bert.allocator import reexec_with_tuned_allocator
-
-if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
-    reexec_with_tuned_allocator()
-
 import logging
 from typing import Any, Iterable
 
@@ -25,7 +20,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-from bert import checkpoint, data, distributed, files, trainer
+from bert import allocator, checkpoint, data, distributed, files, trainer
 from bert.config import model_config, validate
 from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
@@ -116,14 +111,17 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
 def define_flags() -> None:
     """Only when run as a command (bert.demo reuses them); other CLIs define --config too."""
     config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and data")
+    flags.DEFINE_string("workdir", None, "directory (or gs:// URL) for checkpoints, metrics and data")
+    distributed.define_flags()
 
 
 def main(argv: list[str]) -> None:
     del argv
     setup_logging()
     try:
-        distributed.initialize_from_flags()  # first: before anything touches a device
+        # First, before anything touches a device: XLA's threads take their arenas at start.
+        allocator.configure(flags.FLAGS.config.get("host_allocator", "auto"))
+        distributed.initialize_from_flags()
         train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     # Bad config, data, paths or checkpoints, or a non-finite step with on_nonfinite='stop':
     # the message says which, so a traceback would only bury it.

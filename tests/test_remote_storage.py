@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from etils import epath
+from etils.epath import backend
 
 from bert import files
 from bert.metrics import MetricsWriter, read_metrics
@@ -95,6 +96,13 @@ def test_resumed_metrics_drop_redone_rows_and_tell_tensorboard(remote, request, 
                                   (3, "start"), (3, "scalar")]
 
 
+def _names(directory):
+    """Entries of a remote folder as they are now: this process's gcsfs caches listings, and
+    the commands below write through their own."""
+    backend.fsspec_backend.fs(str(directory)).invalidate_cache()
+    return sorted(p.name for p in epath.Path(directory).iterdir())
+
+
 def _pretrain(workdir, cache_dir, *overrides):
     command = [sys.executable, "-m", "bert.pretrain", "--config", "experiments/pretrain/tiny.py",
                f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}",
@@ -113,7 +121,7 @@ def test_pretraining_writes_its_workdir_to_the_bucket_and_resumes_from_it(gcs, t
     workdir = f"{gcs}/pretrain"
     _pretrain(workdir, tmp_path / "data", "--config.train_steps=2")
     run = epath.Path(workdir)
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2"]
+    assert _names(run / "checkpoints") == ["2"]
     assert json.loads((run / "experiment_config.json").read_text())["train_steps"] == 2
     assert json.loads((run / "bert_config.json").read_text())["num_layers"] == 2
     assert (run / "tokenizer").is_dir()
@@ -122,7 +130,7 @@ def test_pretraining_writes_its_workdir_to_the_bucket_and_resumes_from_it(gcs, t
 
     log = _pretrain(workdir, tmp_path / "data", "--config.train_steps=4")
     assert "resumed from step 2" in log
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2", "4"]
+    assert _names(run / "checkpoints") == ["2", "4"]
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows if "loss" in r] == [2, 4]
 
