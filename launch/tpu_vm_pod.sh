@@ -5,6 +5,7 @@
 #   launch/tpu_vm_pod.sh [--dry-run] --name NAME --zone ZONE [--project PROJECT]
 #                        [--accelerator-type v4-32] [--version tpu-ubuntu2204-base] [--create]
 #                        [--skip-install] CONFIG WORKDIR [--config.key=value ...]
+#   (installs the repo with TPU jax and gs:// support on every worker: pip install -e ".[tpu,gcs]")
 #   launch/tpu_vm_pod.sh --name bert-v4 --zone us-central2-b --create \
 #       experiments/pretrain/base.py gs://my-bucket/runs/base
 #
@@ -14,7 +15,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 NAME="" ZONE="" PROJECT="" ACCELERATOR="v4-32" VERSION="tpu-ubuntu2204-base" CREATE=0 INSTALL=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -44,7 +45,6 @@ WHERE=(--zone "$ZONE")
 [[ -z "$PROJECT" ]] || WHERE+=(--project "$PROJECT")
 REMOTE_DIR=bert-jax
 ARCHIVE="/tmp/bert-jax-$NAME.tar.gz"
-JAX_VERSION="$(sed -n 's/^jax==//p' "$REPO_ROOT/requirements.txt")"
 
 cd "$REPO_ROOT"
 if [[ "$CREATE" == 1 ]]; then
@@ -55,7 +55,7 @@ run git archive --format=tar.gz --prefix="$REMOTE_DIR/" -o "$ARCHIVE" HEAD
 run "${GCLOUD[@]}" scp "$ARCHIVE" "$NAME:~/" "${WHERE[@]}" --worker=all
 UNPACK="rm -rf $REMOTE_DIR && tar xzf $(basename "$ARCHIVE")"
 if [[ "$INSTALL" == 1 ]]; then
-  UNPACK+=" && cd $REMOTE_DIR && python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt 'jax[tpu]==$JAX_VERSION'"
+  UNPACK+=" && cd $REMOTE_DIR && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu,gcs]'"
 fi
 run "${GCLOUD[@]}" ssh "$NAME" "${WHERE[@]}" --worker=all --command "$UNPACK"
 TRAIN="cd $REMOTE_DIR && .venv/bin/python -m bert.pretrain $(quote "${PRETRAIN_ARGS[@]}") --distributed=on"

@@ -3,15 +3,20 @@
 Both clients a run uses are pointed at it: gcsfs (etils.epath, hence bert.files) through
 STORAGE_EMULATOR_HOST, and TensorStore (orbax's array writes) through TENSORSTORE_GCS_HTTP_URL
 with a fixed test token instead of credentials.
+
+    python -m tests.storage_emulator PORT BUCKET   # what `gcs_emulator` runs
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
 import time
 from typing import Iterator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _free_port() -> int:
@@ -30,10 +35,8 @@ def client_environment(endpoint: str) -> dict[str, str]:
 def gcs_emulator(bucket: str) -> Iterator[str]:
     """Runs an in-memory emulator holding the empty `bucket`; yields its endpoint URL."""
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-         "--port", str(port), "--in-memory", "--default-bucket", bucket],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([sys.executable, "-m", "tests.storage_emulator", str(port), bucket],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -47,3 +50,30 @@ def gcs_emulator(bucket: str) -> Iterator[str]:
         server.terminate()
         server.wait(timeout=30)
 
+
+
+def _serve(port: int, bucket: str) -> None:
+    """The emulator, sending the object generation headers real GCS sends with every download:
+    TensorStore reads an object's generation from them (and refuses a read without one)."""
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    download = objects.download
+
+    def download_with_generation(request, response, storage, *args, **kwargs):
+        download(request, response, storage, *args, **kwargs)
+        with contextlib.suppress(NotFound):
+            found = storage.get_file_obj(request.params["bucket_name"],
+                                         request.params["object_id"])
+            response["x-goog-generation"] = found["generation"]
+            response["x-goog-metageneration"] = found["metageneration"]
+
+    objects.download = download_with_generation  # before the server's routes are built
+    from gcp_storage_emulator.server import create_server
+
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    server.run()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), sys.argv[2])

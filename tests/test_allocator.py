@@ -1,4 +1,5 @@
-"""bert.allocator: the environment it builds, the restart, and the page faults it saves."""
+"""bert.allocator: where its settings come from, how they are applied, the page faults they save."""
+import logging
 import os
 import platform
 import subprocess
@@ -94,19 +95,50 @@ print(min(faults))
 """
 
 
+# The same step, with the settings applied by the running interpreter once jax is imported, as
+# the commands do (`allocator.configure` before the backend starts).
+_CONFIGURE = "import sys, jax; from bert import allocator; print(allocator.configure(sys.argv[1]))\n"
+
+
 @pytest.mark.skipif(not GLIBC_LINUX, reason="the settings are glibc's")
 def test_tuned_allocator_maps_the_step_scratch_buffer_once():
     pages = 64 * 256 * 1024 * 4 // 4096
     faults = {}
-    for name, environment in (("tuned", allocator.tuned_environment),
-                              ("system", allocator.system_environment)):
-        done = subprocess.run([sys.executable, "-c", _FAULTS_PER_STEP], capture_output=True,
+    runs = {"tunables": (allocator.tuned_environment, []),
+            "mallopt": (allocator.system_environment, ["tuned"]),
+            "system": (allocator.system_environment, ["auto"])}
+    for name, (environment, argv) in runs.items():
+        script = (_CONFIGURE if argv else "") + _FAULTS_PER_STEP
+        done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
                               text=True, check=True, env=environment(dict(_clean_environ())))
-        faults[name] = float(done.stdout.strip())
+        *applied, count = done.stdout.split()
+        assert applied == ({"tuned": ["tuned"], "auto": ["system"]}[argv[0]] if argv else [])
+        faults[name] = float(count)
     # Reused memory faults no page in; with glibc's defaults the buffer is mapped anew each step
     # (unless the kernel backs it with huge pages, which also spares most faults).
-    assert faults["tuned"] < pages / 100, faults
+    assert faults["tunables"] < pages / 100 and faults["mallopt"] < pages / 100, faults
     assert faults["system"] > pages / 2 or _huge_pages_always(), faults
+
+
+def test_config_then_environment_then_the_platform_decide(monkeypatch):
+    cpu = {"JAX_PLATFORMS": "cpu"}
+    assert allocator.resolve("system", {**cpu, allocator.OPT_OUT: "tuned"}) == (
+        "system", "config.host_allocator")
+    assert allocator.resolve("auto", {**cpu, allocator.OPT_OUT: "system"}) == (
+        "system", allocator.OPT_OUT)
+    assert allocator.resolve("auto", {"JAX_PLATFORMS": "cuda"})[0] == "system"
+    if GLIBC_LINUX:
+        assert allocator.resolve("auto", cpu)[0] == "tuned"
+    with pytest.raises(ValueError, match="config.host_allocator"):
+        allocator.resolve("fast", cpu)
+    with pytest.raises(ValueError, match=allocator.OPT_OUT):
+        allocator.resolve("auto", {allocator.OPT_OUT: "off"})
+
+
+def test_the_setting_in_effect_is_announced(caplog):
+    caplog.set_level(logging.INFO)
+    assert allocator.configure("system", {}) == "system"
+    assert "host allocator: the system's defaults (config.host_allocator" in caplog.text
 
 
 def _clean_environ() -> dict[str, str]:

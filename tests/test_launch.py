@@ -100,7 +100,8 @@ def test_tpu_pod_copies_installs_and_starts_the_same_command_on_every_worker():
     for ssh in (install, train):
         assert ssh[4:6] == ["ssh", "bert-v4"] and "--worker=all" in ssh
         assert ssh[ssh.index("--zone") + 1] == "us-central2-b"
-    assert "jax[tpu]==" in install[install.index("--command") + 1]
+    assert install[install.index("--command") + 1].endswith(
+        "&& cd bert-jax && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tpu,gcs]'")
     remote = shlex.split(train[train.index("--command") + 1])
     assert remote[:3] == ["cd", "bert-jax", "&&"]
     assert remote[3:6] == [".venv/bin/python", "-m", "bert.pretrain"]
@@ -115,8 +116,9 @@ def test_tpu_pod_copies_installs_and_starts_the_same_command_on_every_worker():
 def test_slurm_runs_one_process_per_node_or_gpu_with_the_first_node_as_coordinator(
         per_gpu, tasks, devices):
     job = {"SLURM_JOB_NODELIST": "gpu[07-08,11]", "SLURM_NNODES": "3", "SLURM_GPUS_ON_NODE": "4"}
-    (command,) = _dry_run("slurm_gpu.sbatch", *per_gpu, CONFIG, "/shared/runs/tiny", *OVERRIDES,
-                          env=job)
+    install, command = _dry_run("slurm_gpu.sbatch", *per_gpu, CONFIG, "/shared/runs/tiny",
+                                *OVERRIDES, env=job)
+    assert install == [sys.executable, "-m", "pip", "install", "-q", "-e", f"{REPO}[cuda,gcs]"]
     assert command[0] == "srun" and "--nodes=3" in command and f"--ntasks={tasks}" in command
     assert command[-3:-1] == ["bash", "-c"]
     task = shlex.split(command[-1])
@@ -128,8 +130,24 @@ def test_slurm_runs_one_process_per_node_or_gpu_with_the_first_node_as_coordinat
 
 
 def test_slurm_dry_run_outside_a_job_prints_a_sample_two_node_job():
-    (command,) = _dry_run("slurm_gpu.sbatch", CONFIG, "/shared/runs/tiny")
+    (command,) = _dry_run("slurm_gpu.sbatch", "--skip-install", CONFIG, "/shared/runs/tiny")
     assert "--nodes=2" in command and "--coordinator_address=node01:29500" in command[-1]
+
+
+def test_slurm_without_an_interpreter_installs_into_a_new_repo_venv(tmp_path):
+    # A copy of the launchers beside no .venv, run with no $PYTHON: what a fresh checkout does.
+    (tmp_path / "launch").mkdir()
+    for name in ("common.sh", "slurm_gpu.sbatch"):
+        (tmp_path / "launch" / name).write_text((REPO / "launch" / name).read_text())
+    (tmp_path / "tiny.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in (*SLURM_VARS, "PYTHON")}
+    done = subprocess.run(["bash", "launch/slurm_gpu.sbatch", "--dry-run", "tiny.py", "/shared/w"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    venv, install, command = [shlex.split(line) for line in done.stdout.splitlines()]
+    python = f"{tmp_path}/.venv/bin/python"
+    assert venv == ["python3", "-m", "venv", f"{tmp_path}/.venv"]
+    assert install == [python, "-m", "pip", "install", "-q", "-e", f"{tmp_path}[cuda,gcs]"]
+    assert f"exec {python} -m bert.pretrain" in command[-1]
 
 
 @pytest.mark.parametrize("script", ["local.sh", "multiprocess.sh", "slurm_gpu.sbatch"])
