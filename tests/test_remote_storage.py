@@ -2,8 +2,6 @@
 import json
 import os
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +11,8 @@ from etils.epath import backend
 from bert import files
 from bert.metrics import MetricsWriter, read_metrics
 from tests.storage_emulator import client_environment, gcs_emulator
+from tests.test_pretrain_cli import REPO, _pretrain
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "bert-test"
 
 
@@ -103,23 +101,10 @@ def _names(directory):
     return sorted(p.name for p in epath.Path(directory).iterdir())
 
 
-def _pretrain(workdir, cache_dir, *overrides):
-    command = [sys.executable, "-m", "bert.pretrain", "--config", "experiments/pretrain/tiny.py",
-               f"--workdir={workdir}", f"--config.data.cache_dir={cache_dir}",
-               "--config.data.train_files=data/sotu/train/19[0-2]*.txt",
-               "--config.model.vocab_size=1000", "--config.batch_size=8",
-               "--config.log_every=2", "--config.eval_every=1000", "--config.eval_batches=1",
-               "--config.checkpoint_every=2", "--config.warmup_steps=2",
-               "--config.schedule_steps=100", *overrides]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stderr
-
-
 def test_pretraining_writes_its_workdir_to_the_bucket_and_resumes_from_it(gcs, tmp_path):
     workdir = f"{gcs}/pretrain"
-    _pretrain(workdir, tmp_path / "data", "--config.train_steps=2")
+    cache = f"--config.data.cache_dir={tmp_path / 'data'}"  # the corpus side stays local here
+    _pretrain(workdir, cache, "--config.train_steps=2")
     run = epath.Path(workdir)
     assert _names(run / "checkpoints") == ["2"]
     assert json.loads((run / "experiment_config.json").read_text())["train_steps"] == 2
@@ -128,7 +113,7 @@ def test_pretraining_writes_its_workdir_to_the_bucket_and_resumes_from_it(gcs, t
     assert list((run / "tensorboard").iterdir())
     assert not os.path.exists(os.path.join(REPO, "gs:"))  # nothing landed on the local disk
 
-    log = _pretrain(workdir, tmp_path / "data", "--config.train_steps=4")
+    log = _pretrain(workdir, cache, "--config.train_steps=4")
     assert "resumed from step 2" in log
     assert _names(run / "checkpoints") == ["2", "4"]
     rows = read_metrics(run / "metrics.jsonl")
