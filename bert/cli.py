@@ -159,7 +159,8 @@ def key_meanings(documented_by: Callable[..., Any]) -> dict[str, str]:
         if assignment:
             key, column = assignment["key"], text_column
             meanings[key] = text.strip()
-        elif key and not token.line[:start].strip() and row == last_row + 1 and text_column == column:
+        elif (key and not token.line[:start].strip() and row == last_row + 1
+              and text_column == column):
             meanings[key] += " " + text.strip()
         else:
             key = None

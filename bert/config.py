@@ -180,7 +180,8 @@ def validate(config: ConfigDict) -> None:
     ratios = (config.data.mask_token_ratio, config.data.random_token_ratio, config.data.keep_token_ratio)
     check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
           f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
-    check(config.data.nsp_weight >= 0, "data.nsp_weight", f"must be >= 0, got {config.data.nsp_weight}")
+    check(config.data.nsp_weight >= 0, "data.nsp_weight",
+          f"must be >= 0, got {config.data.nsp_weight}")
     check(int(config.data.prep_workers) >= 0, "data.prep_workers",
           f"must be >= 0 (0 = one per core), got {config.data.prep_workers}")
     check(isinstance(config.data.packing, bool), "data.packing",
