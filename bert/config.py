@@ -258,7 +258,7 @@ def finetuning_config() -> ConfigDict:
     c.random_init = False  # True: init_checkpoint's architecture and tokenizer, fresh weights (a baseline)
 
     # Files.
-    c.train_file = ""
+    c.train_file = ""  # labelled training file in the task's format
     c.eval_file = ""  # dev set: scored into eval_results.json
     c.eval_mismatched_file = ""  # MNLI's mismatched dev set (accuracy_mm)
     c.test_file = ""  # unlabelled: predictions only
@@ -273,13 +273,13 @@ def finetuning_config() -> ConfigDict:
     # Optimizer: AdamW, linear warmup over warmup_proportion of the steps, then linear decay.
     c.learning_rate = 2e-5  # peak
     c.lr_grid = ""  # "paper" = 5e-5,4e-5,3e-5,2e-5 (chosen on dev), or a comma-separated list
-    c.num_train_epochs = 3.0
-    c.warmup_proportion = 0.1
+    c.num_train_epochs = 3.0  # passes over the training rows (steps = rows / batch_size x epochs)
+    c.warmup_proportion = 0.1  # fraction of the steps with linear warmup
     c.weight_decay = 0.01  # not on LayerNorm params and biases
     c.optim = ConfigDict()
-    c.optim.name = "adamw"
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
+    c.optim.name = "adamw"  # "adamw" or "lamb"
+    c.optim.b1 = 0.9  # first-moment decay
+    c.optim.b2 = 0.999  # second-moment decay
     c.optim.eps = 1e-6  # the original code's
     c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 disables
 
@@ -292,15 +292,15 @@ def finetuning_config() -> ConfigDict:
     c.eval_every = 0  # steps between dev evaluations; 0 = at the end of every epoch
     c.select_on_dev = False  # True: score the checkpoint best on dev instead of the final one
     c.checkpoint_every = 1000  # steps (and at the end of training)
-    c.keep_checkpoints = 1
+    c.keep_checkpoints = 1  # newest checkpoints kept on disk
     c.on_nonfinite = "skip"  # "skip" the update, or "stop" after saving
 
     # Parallelism, as in pretraining.
-    c.parallelism = "jit"
+    c.parallelism = "jit"  # "jit" over a Mesh with named shardings, or "pmap"
     c.mesh = ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
+    c.mesh.data = -1  # -1 = all devices not used by the other axes
+    c.mesh.fsdp = 1  # params and optimizer state sharded over this axis
+    c.mesh.tensor = 1  # attention heads and MLP columns split over this axis
 
     # Span QA (squad_v1, squad_v2).
     c.doc_stride = 128  # tokens between the starts of consecutive context windows
@@ -316,13 +316,13 @@ def finetuning_config() -> ConfigDict:
     # Reading files (classify; encoding also for tag).
     c.reader = ConfigDict()
     c.reader.format = ""  # csv, tsv or jsonl; "" = from the file suffix
-    c.reader.encoding = "utf-8"
+    c.reader.encoding = "utf-8"  # text encoding, e.g. latin-1
     c.reader.delimiter = ""  # "" = the format's
-    c.reader.quoting = "minimal"  # "minimal" (CSV quotes) or "none" (quotes are text)
+    c.reader.quoting = ""  # "minimal" (CSV quotes), "none" (quotes are text); "" = the format's
     c.reader.header = True  # the first row names the columns
     c.reader.text_column = "text"  # name, or 0-based position
     c.reader.pair_column = ""  # second text of a pair; "" = single sentences
-    c.reader.label_column = "label"
+    c.reader.label_column = "label"  # name, or 0-based position
     c.reader.index_column = ""  # "" = the row number
     c.reader.labels = ""  # comma-separated label list; "" = sorted labels of the training file
     c.reader.regression = False  # the label is a number (MSE loss, Pearson/Spearman)
@@ -387,8 +387,8 @@ def validate_finetuning(config: ConfigDict) -> None:
           f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
     check(config.dtype in ("float32", "bfloat16", "float16"), "dtype",
           f"must be float32, bfloat16 or float16, got {config.dtype!r}")
-    check(config.reader.quoting in ("minimal", "none"), "reader.quoting",
-          f"must be 'minimal' or 'none', got {config.reader.quoting!r}")
+    check(config.reader.quoting in ("", "minimal", "none"), "reader.quoting",
+          f"must be '', 'minimal' or 'none', got {config.reader.quoting!r}")
     learning_rates(config)
     seeds(config)
     length_buckets(config)

@@ -161,7 +161,7 @@ class Classification(Family):
             label=None if split == "test" else column(r.label_column),
             index=column(r.index_column) if r.index_column else None,
             labels=labels, regression=r.regression, file_format=r.format or None,
-            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting,
+            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting or None,
             header=r.header)
 
     def load(self, name: str, path: str) -> Split:
