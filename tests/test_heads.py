@@ -125,8 +125,8 @@ def test_multiple_choice_scores_each_choice_as_its_own_row(pretrained):
     choices = {k: batch[k].reshape(2, 3, 10) for k in ("input_ids", "segment_ids", "input_mask")}
     scores = jax.jit(model.apply)({"params": params}, *choices.values())
     assert scores.shape == (2, 3)
-    pooled = jax.jit(BertModel(CONFIG).apply)(
-        {"params": saved["bert"]}, batch["input_ids"], batch["segment_ids"], batch["input_mask"]).pooled_output
+    rows = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])  # (6, 10) each
+    pooled = jax.jit(BertModel(CONFIG).apply)({"params": saved["bert"]}, *rows).pooled_output
     expected = pooled @ params["classifier"]["kernel"] + params["classifier"]["bias"]  # (6, 1)
     np.testing.assert_allclose(scores, expected.reshape(2, 3), atol=1e-5)
 

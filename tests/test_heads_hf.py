@@ -183,7 +183,8 @@ def test_named_regression_value_and_default_labels_round_trip(workspace):
 def test_span_head_is_found_by_its_tensors_without_architectures():
     assert convert.task_head_from_hf({}, ["bert.pooler.dense.bias", "qa_outputs.weight"], "c") == \
         TaskHead("question_answering")
-    assert convert.task_head_from_hf({"architectures": ["BertForMaskedLM"]}, ["cls.predictions.bias"], "c") is None
+    pretraining = {"architectures": ["BertForMaskedLM"]}
+    assert convert.task_head_from_hf(pretraining, ["cls.predictions.bias"], "c") is None
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -199,6 +200,7 @@ def test_span_head_is_found_by_its_tensors_without_architectures():
      r"id2label ids must be 0..1, got 0, 2"),
     ({"architectures": ["BertForTokenClassification"], "id2label": {"0": "a", "1": "a"}},
      "id2label: labels: repeated 'a'"),
+    ({"architectures": "BertForSequenceClassification"}, "architectures must be a list of class names"),
     ({"architectures": ["BertForSequenceClassification", "BertForMultipleChoice"]},
      "architectures names several task heads: BertForMultipleChoice, BertForSequenceClassification"),
 ])
@@ -213,8 +215,8 @@ def test_head_tensors_must_be_there_and_fit_the_labels(from_transformers):
     tensors = convert.read_hf_tensors(hf_dir)
     head = HEADS[kind]
     two_labels = TaskHead(kind, ("negative", "positive"))
-    with pytest.raises(ConversionError, match=r"mis-shaped tensors: classifier.bias \(3,\) \(expected \(2,\)\), "
-                                              r"classifier.weight \(3, 64\) \(expected \(2, 64\)\)"):
+    with pytest.raises(ConversionError, match=r"mis-shaped tensors: classifier.bias \(3,\) \(expected "
+                                              r"\(2,\)\), classifier.weight \(3, 64\) \(expected \(2, 64\)\)"):
         convert.params_from_hf(tensors, CONFIG, jax.random.key(0), source="HF_DIR", head=two_labels)
     del tensors["classifier.bias"]
     with pytest.raises(ConversionError, match="^HF_DIR: missing tensors: classifier.bias$"):
@@ -228,14 +230,17 @@ def test_head_tensors_must_be_there_and_fit_the_labels(from_transformers):
 def test_folder_whose_params_do_not_fit_its_task_json_is_refused(from_transformers, workspace):
     kind, _, _, model_dir, _ = from_transformers
     wrong = workspace / "wrong-labels"
-    checkpoint.write_model_description(str(wrong), CONFIG, WordPieceTokenizer(hf_reference.vocab(cased=False)))
+    tokenizer = WordPieceTokenizer(hf_reference.vocab(cased=False))
+    checkpoint.write_model_description(str(wrong), CONFIG, tokenizer)
     checkpoint.save_params(str(wrong), checkpoint.load_params(model_dir))
     save_task_head(str(wrong), TaskHead(kind, ("negative", "positive")))
-    with pytest.raises(SystemExit, match=r"error: .*wrong-labels: params do not fit BertForSequenceClassification: "
-                                         r"mis-shaped classifier/bias \(3,\) \(expected \(2,\)\)"):
+    with pytest.raises(SystemExit, match=r"error: .*wrong-labels: params do not fit "
+                                         r"BertForSequenceClassification: mis-shaped classifier/bias "
+                                         r"\(3,\) \(expected \(2,\)\)"):
         convert.main(["to-hf", "--input", str(wrong), "--output", str(workspace / "never")])
     os.remove(wrong / TASK_FILE)
-    with pytest.raises(SystemExit, match=r"unexpected classifier/bias, classifier/kernel.*names its head in task.json"):
+    with pytest.raises(SystemExit, match=r"unexpected classifier/bias, classifier/kernel.*"
+                                         r"names its head in task.json"):
         convert.main(["to-hf", "--input", str(wrong), "--output", str(workspace / "never")])
     assert not (workspace / "never").exists()
 
@@ -243,7 +248,8 @@ def test_folder_whose_params_do_not_fit_its_task_json_is_refused(from_transforme
 @pytest.mark.parametrize("text, message", [
     ('{"task": "ner", "labels": []}', "task: 'ner' is not one of sequence_classification, regression"),
     ('{"labels": ["a", "b"]}', "task is missing"),
-    ('{"task": "token_classification", "labels": ["O"]}', "labels: a token_classification head takes at least 2 labels, got 1"),
+    ('{"task": "token_classification", "labels": ["O"]}',
+     "labels: a token_classification head takes at least 2 labels, got 1"),
     ('{"task": "multiple_choice", "labels": ["a"]}', "labels: a multiple_choice head takes no labels, got 1"),
     ('{"task": "sequence_classification", "labels": "ab"}', "labels: expected a list of strings"),
     ('{"task": "sequence_classification", "labels": ["a", 1]}', r"labels: \[1\] are not non-empty strings"),
