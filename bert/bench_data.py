@@ -46,8 +46,9 @@ from bert.data.instances import create_instances
 from bert.data.masking import MaskVocabulary
 from bert.data.packing import pack_indices
 from bert.data.parallel import resolve_workers
-from bert.data.records import (DataSettings, prepare_pretraining_data, static_masks,
+from bert.data.records import (DataSettings, prepare_pretraining_data,
                                trained_tokenizer)
+from bert.data.shards import static_masks
 from bert.data.tokenized import tokenize_files
 from bert.tokenizer import SentencePieceTokenizer, Tokenizer
 
