@@ -176,6 +176,7 @@ def test_corpus_errors_surface_through_build(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"Fine first line. Yes.\n\xff\xfe broken\n")
     with pytest.raises(DataError, match=r"bad.txt:2: not valid UTF-8"):
         build(pretrain_config(train_files=str(tmp_path / "bad.txt")), tmp_path)
-    # Nothing a later run would trust: no shard and no summary.
-    assert not list((tmp_path / "data").glob("examples-*/*/part-*"))
+    # Nothing a later run would trust: no shard of the bad part, no summary (the eval part,
+    # prepared alongside, is complete and kept).
+    assert not list((tmp_path / "data").glob("examples-*/train/part-*"))
     assert not list((tmp_path / "data").glob("examples-*/summary.json"))
