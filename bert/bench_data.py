@@ -31,7 +31,6 @@ either clock starts; tokenizing the corpus is timed on both sides.
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import random
 import statistics
@@ -460,7 +459,8 @@ def scale_corpus(directory: Path, size_bytes: int, *, file_bytes: int = 64 << 20
 
 
 def _prepare_process(config_file: str, overrides: list[str], workdir: Path) -> dict[str, Any]:
-    """Runs `python -m bert.prepare` alone; wall seconds, its peak RSS, and its share summary."""
+    """Runs `python -m bert.prepare` alone: wall and CPU seconds (its worker processes
+    included), its peak RSS, and its share summary."""
     import os
     import subprocess
     import sys
@@ -475,7 +475,7 @@ def _prepare_process(config_file: str, overrides: list[str], workdir: Path) -> d
     if status:
         raise RuntimeError(f"bert.prepare {overrides} failed with status {status}")
     return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "share": json.loads(output)}
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "share": json.loads(output)}
 
 
 def scale_benchmark(config: ConfigDict, tokenizer_dir: Path, *, sizes_mb: Sequence[int],
@@ -502,6 +502,10 @@ def scale_benchmark(config: ConfigDict, tokenizer_dir: Path, *, sizes_mb: Sequen
                          "seconds": run["seconds"], "peak_rss_mib": run["peak_rss_mib"],
                          "mb_per_second": round(mb / run["seconds"], 2),
                          "mb_per_second_per_core": round(mb / run["seconds"] / workers, 2),
+                         # Per CPU-second: what a core does when it is not shared (the wall
+                         # rates above depend on what else the machine runs).
+                         "cpu_seconds": run["cpu_seconds"],
+                         "mb_per_cpu_second": round(mb / run["cpu_seconds"], 2),
                          "documents": run["share"]["documents"],
                          "tokens": run["share"]["corpus_tokens"],
                          "instances": run["share"]["instances"], "parts": run["share"]["parts"],

@@ -104,8 +104,8 @@ def test_crash_while_writing_leaves_no_shard_behind(tmp_path, monkeypatch):
         real_append(self, array)
 
     monkeypatch.setattr(shards.GrowingArray, "append", crash_on_third_array)
-    with pytest.raises(OSError, match="disk full"):
-        build(pretrain_config(), tmp_path)
+    with pytest.raises(OSError, match="disk full"):  # in this process: the train part first
+        build(pretrain_config(prep_workers=1), tmp_path)
     [folder] = (tmp_path / "data").iterdir()
     # The plan and key are written first; no shard, no .partial-*, no summary.
     assert {p.name for p in folder.iterdir()} <= {"key.json", "plan.json", "train", "eval"}
