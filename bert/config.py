@@ -73,7 +73,12 @@ def pretraining_config() -> ConfigDict:
     c.data.train_files = ""  # comma-separated files or globs; one document per file by default
     c.data.eval_files = ""  # held-out documents, same format
     c.data.doc_separator = "file"  # "file": one document per file; "blank_line": blank lines split
+    c.data.corpus_format = "paragraphs"  # lines are "paragraphs" (split into sentences),
+    #                                      "sentences" (one per line), or "jsonl" documents
+    c.data.text_field = "text"  # the JSONL field holding a document's text
     c.data.tokenizer = ""  # SentencePiece .model or WordPiece folder; "" = train one on train_files
+    c.data.tokenizer_type = "sentencepiece"  # trained when tokenizer is "": or "wordpiece" (uncased)
+    c.data.part_mb = 32  # MB of text per prepared shard; memory per prep worker grows with it
     c.data.cache_dir = ""  # prepared examples; "" = <workdir>/data
     c.data.masking = "dynamic"  # "dynamic": new masks every step; "static": dupe_factor fixed copies
     c.data.mask_prob = 0.15  # fraction of maskable tokens chosen for prediction
@@ -238,6 +243,11 @@ def paper_recipe(preset: str, phase: str = "128") -> ConfigDict:
         raise ValueError(f"unknown phase {phase!r}: use 128 or 512")
     c.data.masking = "static"  # as released: dupe_factor copies, each with its own masks
     c.data.dupe_factor = 10
+    # The paper's corpus format (one sentence per line, blank lines between documents) and its
+    # uncased WordPiece vocabulary of c.model.vocab_size = 30,522 tokens.
+    c.data.corpus_format = "sentences"
+    c.data.doc_separator = "blank_line"
+    c.data.tokenizer_type = "wordpiece"
     return c
 
 
