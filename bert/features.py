@@ -25,9 +25,10 @@ from bert.allocator import reexec_with_tuned_allocator
 if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
     reexec_with_tuned_allocator()
 
+import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -139,14 +140,8 @@ def extract_features(config: BertConfig, tokenizer: Tokenizer, encoder_params: A
     return arrays
 
 
-def encoded_batches(config: BertConfig, encoder_params: Any, input_ids: np.ndarray,
-                    segment_ids: np.ndarray, mask: np.ndarray, layers: Sequence[int], *,
-                    batch_size: int = 32, progress: bool = True
-                    ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(start, stop, float32 [K, stop - start, width, H]) for consecutive rows [start, stop):
-    the hidden states of `layers` (absolute indices) of those rows of the [N, T] token arrays,
-    zero at padding. `width` is the batch's longest row rounded up to a multiple of 16."""
-    num_lines, length = input_ids.shape
+@functools.lru_cache(maxsize=8)  # one compiled function per model and layers, across calls
+def _layers_encoder(config: BertConfig, layers: tuple[int, ...]) -> Callable:
     model = BertModel(config)
 
     @jax.jit
@@ -156,6 +151,18 @@ def encoded_batches(config: BertConfig, encoder_params: Any, input_ids: np.ndarr
         chosen = jnp.stack([out.hidden_states[k] for k in layers])  # (K, B, T, H)
         return jnp.where(input_mask[None, :, :, None] > 0, chosen.astype(jnp.float32), 0.0)
 
+    return encode
+
+
+def encoded_batches(config: BertConfig, encoder_params: Any, input_ids: np.ndarray,
+                    segment_ids: np.ndarray, mask: np.ndarray, layers: Sequence[int], *,
+                    batch_size: int = 32, progress: bool = True
+                    ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, float32 [K, stop - start, width, H]) for consecutive rows [start, stop):
+    the hidden states of `layers` (absolute indices) of those rows of the [N, T] token arrays,
+    zero at padding. `width` is the batch's longest row rounded up to a multiple of 16."""
+    num_lines, length = input_ids.shape
+    encode = _layers_encoder(config, tuple(layers))
     starts = range(0, num_lines, batch_size)
     for start in tqdm(starts, desc="features", unit="batch", disable=not progress or len(starts) < 2):
         stop = min(start + batch_size, num_lines)
