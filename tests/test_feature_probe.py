@@ -235,10 +235,15 @@ def test_the_tagger_reads_the_strategys_layers():
 def test_padding_words_do_not_change_the_real_words_logits():
     model = feature_probe.BiLSTMTagger(3, "one", 1, lstm_size=4)
     x = jax.random.normal(jax.random.key(1), (1, 5, 1, 6))
-    params = model.init(jax.random.key(0), x, jnp.ones((1, 5), jnp.int32))
-    short = model.apply(params, x[:, :3], jnp.ones((1, 3), jnp.int32))
-    padded = model.apply(params, x.at[:, 3:].set(9.0), jnp.array([[1, 1, 1, 0, 0]]))
-    np.testing.assert_allclose(padded[:, :3], short, rtol=1e-5, atol=1e-6)
+    mask = jnp.array([[1, 1, 1, 0, 0]])
+    params = model.init(jax.random.key(0), x, mask)
+    apply = jax.jit(model.apply)
+    logits = apply(params, x, mask)
+    for padding in (0.0, 9.0):  # the backward LSTM must start at the last real word
+        other = apply(params, x.at[:, 3:].set(padding), mask)
+        np.testing.assert_allclose(other[:, :3], logits[:, :3], rtol=1e-5, atol=1e-6)
+    unmasked = apply(params, x.at[:, 3:].set(9.0), jnp.ones_like(mask))
+    assert not np.allclose(unmasked[:, :3], logits[:, :3])  # the test can tell
 
 
 def test_bad_feature_config_is_named():
