@@ -22,7 +22,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
-from bert import checkpoint
+from bert import checkpoint, cli
+from bert.config import pretraining_config, validate
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
 from bert.pretrain import define_flags, train_and_evaluate
@@ -116,9 +117,9 @@ def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
 
 
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    config = cli.config_from_flags("demo", argv, validate, pretraining_config)
+    workdir = flags.FLAGS.workdir
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(config, workdir)
     print(summarize(config, workdir, flags.FLAGS.examples))
@@ -130,4 +131,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
     flags.FLAGS.set_default("config", "experiments/pretrain/demo.py")
     flags.FLAGS.set_default("workdir", "runs/demo")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

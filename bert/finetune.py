@@ -34,10 +34,11 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
-from bert import checkpoint, distributed, heads, trainer
-from bert.config import learning_rates, length_buckets, seeds, validate_finetuning
+from bert import checkpoint, cli, distributed, heads, trainer
+from bert.config import (finetuning_config, learning_rates, length_buckets, seeds,
+                         validate_finetuning)
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter, setup_logging
 from bert.optim import learning_rate_schedule, make_optimizer
@@ -274,21 +275,24 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "fine-tuning config file", lock_config=True)
+    cli.define_config_flags()
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and predictions")
 
 
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
+    # A bad key or value stops here, with exit status 2; --print_config stops here too.
+    config = cli.config_from_flags("finetune", argv, validate_finetuning, finetuning_config)
+    if not flags.FLAGS.workdir:
+        cli.usage_error("finetune", "--workdir is required")
     try:
-        distributed.initialize_from_flags()
-        finetune(flags.FLAGS.config, flags.FLAGS.workdir)
+        distributed.initialize_from_flags()  # first: before anything touches a device
+        finetune(config, flags.FLAGS.workdir)
+    # Bad config, data, paths or checkpoints: the message says which.
     except (ValueError, OSError, FloatingPointError) as error:
         raise SystemExit(f"bert.finetune: error: {error}") from None
 
 
 if __name__ == "__main__":
     define_flags()
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -84,6 +84,46 @@ def _examples_count(batch: Batch) -> Array:
     return jnp.sum(batch["example_weights"].astype(jnp.float32))
 
 
+def _labelled_tokens(batch: Batch) -> Array:
+    return jnp.sum(batch["label_weights"] * batch["example_weights"][:, None])
+
+
+def token_task(model: nn.Module, inputs: Mapping[str, Array] | None = None) -> FineTuneTask:
+    """Cross-entropy over the labelled positions (label_weights) of real rows; label ids out."""
+    return FineTuneTask(
+        model, loss_sums=tagging.loss_sums, sum_keys=("loss_sum", "correct", "count"),
+        count=_labelled_tokens,
+        predictions=lambda logits: {"label_ids": jnp.argmax(logits, -1).astype(jnp.int32)},
+        inputs=inputs)
+
+
+def head_task(model: nn.Module) -> FineTuneTask:
+    """The objective of a bert.heads model, by its kind: cross-entropy over labels (regression:
+    squared error), over first sub-tokens (tagging), (start + end) / 2 (spans), over choices."""
+    kind = model.kind
+    if kind == "sequence_classification":
+        return FineTuneTask(model, loss_sums=classification.classification_loss_sums,
+                            sum_keys=("loss_sum", "correct", "count"), count=_examples_count,
+                            predictions=lambda logits: {"logits": logits})
+    if kind == "regression":
+        return FineTuneTask(model, loss_sums=classification.regression_loss_sums,
+                            sum_keys=("loss_sum", "count"), count=_examples_count,
+                            predictions=lambda logits: {"logits": logits})
+    if kind == "token_classification":
+        return token_task(model)
+    if kind == "question_answering":
+        return FineTuneTask(
+            model, loss_sums=squad.loss_sums,
+            sum_keys=("loss_sum", "count", "start_correct", "end_correct"), count=_examples_count,
+            predictions=lambda logits: {"start_logits": logits[0], "end_logits": logits[1]})
+    if kind == "multiple_choice":
+        return FineTuneTask(
+            model, loss_sums=multiple_choice.loss_sums, sum_keys=("loss_sum", "correct", "count"),
+            count=_examples_count, predictions=lambda scores: {"scores": scores},
+            choices=len(multiple_choice.ENDINGS))
+    raise ValueError(f"no fine-tuning objective for a {kind!r} head")
+
+
 @dataclasses.dataclass
 class Split:
     """One file's examples, their features (rows) and what maps rows back to examples."""
@@ -125,7 +165,8 @@ class Family:
         raise NotImplementedError
 
     def task(self, model: nn.Module) -> FineTuneTask:
-        raise NotImplementedError
+        """The trainer's view of `model`: a bert.heads model's objective by default."""
+        return head_task(model)
 
     def initial_params(self, source: str, model: nn.Module, rng: Array) -> tuple[Any, str]:
         """The params training starts from, and a line saying where they came from; None
@@ -187,7 +228,7 @@ class Classification(Family):
             label=None if split == "test" else column(r.label_column),
             index=column(r.index_column) if r.index_column else None,
             labels=labels, regression=r.regression, file_format=r.format or None,
-            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting,
+            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting or None,
             header=r.header)
 
     def load(self, name: str, path: str) -> Split:
@@ -204,12 +245,6 @@ class Classification(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForSequenceClassification(bert_config, self.spec.num_labels)
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        regression = self.spec.regression
-        return FineTuneTask(
-            model, loss_sums=classification.loss_sums_fn(self.spec),
-            sum_keys=("loss_sum", "count") if regression else ("loss_sum", "correct", "count"),
-            count=_examples_count, predictions=lambda logits: {"logits": logits})
 
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         predicted = classification.predictions_from_outputs(predictions["logits"], self.spec)
@@ -230,19 +265,6 @@ class Classification(Family):
 
 
 # ----------------------------------------------------------------------------------- tagging
-
-
-def _tagging_task(model: nn.Module, inputs: Mapping[str, Array] | None = None) -> FineTuneTask:
-    """Token cross-entropy over labelled positions (label_weights) of real rows."""
-
-    def count(batch: Batch) -> Array:
-        return jnp.sum(batch["label_weights"] * batch["example_weights"][:, None])
-
-    return FineTuneTask(
-        model, loss_sums=tagging.loss_sums, sum_keys=("loss_sum", "correct", "count"),
-        count=count,
-        predictions=lambda logits: {"label_ids": jnp.argmax(logits, -1).astype(jnp.int32)},
-        inputs=inputs)
 
 
 class Tagging(Family):
@@ -274,8 +296,6 @@ class Tagging(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForTokenClassification(bert_config, len(self._labels))
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        return _tagging_task(model)
 
     def _words(self, split: Split, predictions: Mapping[str, np.ndarray]) -> list[list[str]]:
         return tagging.word_predictions(predictions["label_ids"], split.extra, split.examples,
@@ -336,7 +356,7 @@ class FeatureProbe(Tagging):
 
     def task(self, model: nn.Module) -> FineTuneTask:
         shape = (1, 8, self.strategy.num_layers, self.encoder_config.hidden_size)
-        return _tagging_task(model, inputs=dict(word_features=jnp.zeros(shape, jnp.float32),
+        return token_task(model, inputs=dict(word_features=jnp.zeros(shape, jnp.float32),
                                                 input_mask=jnp.ones(shape[:2], jnp.int32)))
 
     def initial_params(self, source: str, model: nn.Module, rng: Array) -> tuple[Any, str]:
@@ -376,12 +396,6 @@ class Squad(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForQuestionAnswering(bert_config)
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        return FineTuneTask(
-            model, loss_sums=squad.loss_sums,
-            sum_keys=("loss_sum", "count", "start_correct", "end_correct"),
-            count=_examples_count,
-            predictions=lambda logits: {"start_logits": logits[0], "end_logits": logits[1]})
 
     def _answers(self, split: Split, predictions: Mapping[str, np.ndarray]) -> Any:
         c = self.config
@@ -419,11 +433,6 @@ class MultipleChoice(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForMultipleChoice(bert_config)
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        return FineTuneTask(
-            model, loss_sums=multiple_choice.loss_sums, sum_keys=("loss_sum", "correct", "count"),
-            count=_examples_count, predictions=lambda scores: {"scores": scores},
-            choices=len(multiple_choice.ENDINGS))
 
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         predicted = multiple_choice.predictions_from_outputs(predictions["scores"])
