@@ -261,7 +261,7 @@ def finetuning_config() -> ConfigDict:
     """Defaults for every fine-tuning key: the paper's GLUE recipe and the original code's
     optimizer. Experiment files under experiments/finetune/ set the task and what differs."""
     c = ConfigDict()
-    c.task = "sst2"  # sst2 cola mrpc qqp stsb mnli qnli rte wnli classify squad_v1 squad_v2 ner tag swag
+    c.task = "sst2"  # sst2 cola mrpc qqp stsb mnli qnli rte wnli classify squad_v1 squad_v2 ner tag swag ner_features
     c.seed = 0  # head init, dropout and data order derive from (seed, step)
     c.seeds = ""  # comma-separated restarts, e.g. "1,2,3": every run reported, one selected on dev
     c.init_checkpoint = ""  # model folder or pretraining work directory (architecture, tokenizer, params)
@@ -323,6 +323,11 @@ def finetuning_config() -> ConfigDict:
     c.labels = ""  # comma-separated tag set; "" = the tags of the training file
     c.document_context = False  # fill windows with the sentence's document as context
 
+    # Feature-based tagging (ner_features): a BiLSTM on frozen encoder layers (paper Table 7).
+    c.feature_strategy = "concat_last_four"  # Table 7's rows: bert.tasks.feature_probe.STRATEGIES
+    c.lstm_size = 768  # BiLSTM units per direction, in each of its two layers
+    c.feature_cache_dir = ""  # cached word vectors, shared across strategies; "" = DIR/feature_cache
+
     # Reading files (classify; encoding also for tag).
     c.reader = ConfigDict()
     c.reader.format = ""  # csv, tsv or jsonl; "" = from the file suffix
@@ -366,7 +371,8 @@ def seeds(config: ConfigDict) -> tuple[int, ...]:
 
 def validate_finetuning(config: ConfigDict) -> None:
     """Raise ValueError naming the first bad key, before reading data or compiling."""
-    from bert.tasks.registry import TASK_NAMES  # the task families import this module
+    from bert.tasks.feature_probe import STRATEGIES  # the task families import this module
+    from bert.tasks.registry import TASK_NAMES
 
     unknown = sorted(_known_keys(config) - _known_keys(finetuning_config()))
     if unknown:
@@ -382,7 +388,7 @@ def validate_finetuning(config: ConfigDict) -> None:
     check(bool(config.train_file), "train_file", "is empty: name the training file")
     for key in ("max_seq_len", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every",
                 "keep_checkpoints", "n_best_size", "max_answer_length", "doc_stride",
-                "max_query_length"):
+                "max_query_length", "lstm_size"):
         check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
     check(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = every epoch)")
     check(config.num_train_epochs > 0, "num_train_epochs", "must be > 0")
@@ -399,6 +405,10 @@ def validate_finetuning(config: ConfigDict) -> None:
           f"must be float32, bfloat16 or float16, got {config.dtype!r}")
     check(config.reader.quoting in ("", "minimal", "none"), "reader.quoting",
           f"must be '', 'minimal' or 'none', got {config.reader.quoting!r}")
+    check(config.feature_strategy in STRATEGIES, "feature_strategy",
+          f"{config.feature_strategy!r} is not one of {', '.join(STRATEGIES)}")
+    check(not (config.task == "ner_features" and config.random_init), "random_init",
+          "ner_features reads features of the trained encoder; a random one is not supported")
     learning_rates(config)
     seeds(config)
     length_buckets(config)
