@@ -16,7 +16,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
-from bert import allocator, checkpoint, files
+from bert import allocator, checkpoint, cli, files
+from bert.config import pretraining_config, validate
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
 from bert.pretrain import define_flags, train_and_evaluate
@@ -110,9 +111,9 @@ def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
 
 
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    config = cli.config_from_flags("demo", argv, validate, pretraining_config)
+    workdir = flags.FLAGS.workdir
     allocator.configure(config.get("host_allocator", "auto"))  # before devices are touched
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(config, workdir)
@@ -125,4 +126,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
     flags.FLAGS.set_default("config", "experiments/pretrain/demo.py")
     flags.FLAGS.set_default("workdir", "runs/demo")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
