@@ -36,7 +36,9 @@ def _pretrain_args(words: list[str], workdir: str) -> list[str]:
 
 # Parses argv as `python -m bert.pretrain` would, without running it: unknown flags and config
 # overrides naming no key raise (the config file is loaded and the overrides applied).
-_PARSE_ONLY = "import sys; from absl import flags; import bert.pretrain; bert.pretrain.define_flags(); flags.FLAGS(sys.argv)"
+_PARSE_ONLY = ("import sys; from bert import cli, config, pretrain; pretrain.define_flags(); "
+               "cli.config_from_flags('pretrain', cli.parse_flags(sys.argv), config.validate, "
+               "config.pretraining_config)")
 
 
 def _flags_parse(command: list[str]) -> None:
