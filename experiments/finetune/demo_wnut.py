@@ -1,0 +1,24 @@
+"""WNUT-16 tweet NER (data/wnut: 1,994 train / 400 dev tweets, 10 entity types in BIO) with the
+generic `tag` task, sized for `make demo`; entity-level f1 as conlleval scores it.
+
+    python -m bert.finetune --config experiments/finetune/demo_wnut.py \\
+        --workdir runs/demo/finetune/wnut/pretrained [--config.random_init=True]
+
+`tag`, not `ner`: tweets are independent, so no window is filled with its neighbours.
+"""
+from ml_collections import ConfigDict
+
+from bert.config import finetuning_config
+
+
+def get_config() -> ConfigDict:
+    c = finetuning_config()
+    c.task = "tag"
+    c.init_checkpoint = "runs/demo"
+    c.train_file = "data/wnut/train.conll"
+    c.eval_file = "data/wnut/dev.conll"
+    c.max_seq_len = 64  # tokens; longer tweets are split into windows of whole words
+    c.batch_size = 32
+    c.learning_rate = 1e-4
+    c.num_train_epochs = 3.0
+    return c
