@@ -18,7 +18,7 @@ def get_config() -> ConfigDict:
     c.init_checkpoint = "runs/demo"
     c.train_file = "data/sentiment/train.tsv"
     c.eval_file = "data/sentiment/dev.tsv"
-    c.max_seq_len = 64  # tokens; covers 98% of the snippets whole
+    c.max_seq_len = 64  # tokens; 95% of the snippets fit whole (median 36)
     c.batch_size = 32
     c.learning_rate = 1e-4  # a 2-layer model fine-tunes best above BERT-base's 2e-5..5e-5
     c.num_train_epochs = 2.0
