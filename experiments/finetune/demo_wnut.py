@@ -1,4 +1,4 @@
-"""WNUT-16 tweet NER (data/wnut: 1,994 train / 400 dev tweets, 10 entity types in BIO) with the
+"""WNUT-16 tweet NER (data/wnut: 1,881 train / 400 dev tweets, 10 entity types in BIO) with the
 generic `tag` task, sized for `make demo`; entity-level f1 as conlleval scores it.
 
     python -m bert.finetune --config experiments/finetune/demo_wnut.py \\
@@ -17,7 +17,7 @@ def get_config() -> ConfigDict:
     c.init_checkpoint = "runs/demo"
     c.train_file = "data/wnut/train.conll"
     c.eval_file = "data/wnut/dev.conll"
-    c.max_seq_len = 64  # tokens; 82% of the tweets fit whole, longer ones are split into windows of whole words
+    c.max_seq_len = 64  # tokens; 82% of the tweets fit whole, longer ones become windows
     c.batch_size = 32
     c.learning_rate = 1e-4
     c.num_train_epochs = 3.0
