@@ -22,5 +22,5 @@ def get_config() -> ConfigDict:
     c.max_seq_len = 32  # tokens; 95% of the questions fit whole (median 18)
     c.batch_size = 32
     c.learning_rate = 1e-4
-    c.num_train_epochs = 3.0
+    c.num_train_epochs = 2.0
     return c

@@ -19,6 +19,8 @@ def get_config() -> ConfigDict:
     c.eval_file = "data/wnut/dev.conll"
     c.max_seq_len = 64  # tokens; 82% of the tweets fit whole, longer ones become windows
     c.batch_size = 32
-    c.learning_rate = 1e-4
-    c.num_train_epochs = 3.0
+    # 95% of the words are O: at 1e-4 and 3 epochs both starts stay at "all O" (f1 0); a larger
+    # step and more passes get past it within the demo's minute.
+    c.learning_rate = 1e-3
+    c.num_train_epochs = 5.0
     return c
