@@ -1,7 +1,7 @@
 """Input benchmarks: data preparation against the original recipe, packing, the input pipeline.
 
     python -m bert.bench_data --config experiments/pretrain/tiny.py --output results/data_prep.json
-        [--sections prep,packing,pipeline] [--repeats 3] [--steps 100]
+        [--sections prep,packing,pipeline,scale] [--repeats 3] [--steps 100] [--sizes_mb 256,1024]
 
 prep      instances/s of our preparation (all cores, and one process) against a single-process,
           pure-Python implementation of the original recipe, end to end (read, split,
@@ -12,6 +12,10 @@ packing   padding fraction of the config's instances unpacked and packed, at the
 pipeline  batches/s the input pipeline delivers alone; train steps/s fed by it against steps/s
           on one batch held in memory, the time the loop waits for input, and real (non-pad)
           tokens/s, unpacked and packed.
+scale     (not run by default: minutes) peak resident memory and MB of text per second of
+          `python -m bert.prepare` on corpora of --sizes_mb, built from the shipped addresses
+          in the paper's format, each copy with its sentences in another order: one process
+          for every size, and all cores for the smallest.
 
 The reference (`reference_prepare`) follows the structure of Google's create_pretraining_data.py:
 pure Python, one process, string tokens, per-instance loops for NSP pairing, truncation and
@@ -27,7 +31,6 @@ either clock starts; tokenizing the corpus is timed on both sides.
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import random
 import statistics
@@ -46,8 +49,9 @@ from bert.data.instances import create_instances
 from bert.data.masking import MaskVocabulary
 from bert.data.packing import pack_indices
 from bert.data.parallel import resolve_workers
-from bert.data.records import (DataSettings, prepare_pretraining_data, static_masks,
+from bert.data.records import (DataSettings, prepare_pretraining_data,
                                trained_tokenizer)
+from bert.data.shards import static_masks
 from bert.data.tokenized import tokenize_files
 from bert.tokenizer import SentencePieceTokenizer, Tokenizer
 
@@ -430,6 +434,89 @@ def pipeline_benchmark(config: ConfigDict, workdir: Path, *, steps: int,
     return results
 
 
+def scale_corpus(directory: Path, size_bytes: int, *, file_bytes: int = 64 << 20) -> Path:
+    """A corpus of about `size_bytes` in the paper's format (one sentence per line, a blank line
+    between documents) from the shipped train addresses; copy k of an address has its sentences
+    in the k-th random order, so no two documents are the same. Reused if already built."""
+    directory.mkdir(parents=True, exist_ok=True)
+    done = directory / "complete"
+    if done.is_file():
+        return directory
+    from bert.data.corpus import read_documents
+
+    documents, _ = read_documents("data/sotu/train/*.txt", key="shipped corpus")
+    rng = random.Random(0)
+    written, index = 0, 0
+    while written < size_bytes:
+        with open(directory / f"part-{written // file_bytes:05d}.txt", "w") as f:
+            file_end = min(size_bytes, written + file_bytes)
+            while written < file_end:
+                document = list(documents[index % len(documents)])
+                rng.shuffle(document)
+                written += f.write("\n".join(document) + "\n\n")
+                index += 1
+    done.write_text(f"{written}\n")
+    return directory
+
+
+def _prepare_process(config_file: str, overrides: list[str], workdir: Path) -> dict[str, Any]:
+    """Runs `python -m bert.prepare` alone: wall and CPU seconds (its worker processes
+    included), its peak RSS, and its share summary."""
+    import os
+    import subprocess
+    import sys
+
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bert.prepare", f"--config={config_file}", f"--workdir={workdir}",
+         *overrides], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    output = process.stdout.read() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status:
+        raise RuntimeError(f"bert.prepare {overrides} failed with status {status}")
+    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2), "share": json.loads(output)}
+
+
+def scale_benchmark(config: ConfigDict, tokenizer_dir: Path, *, sizes_mb: Sequence[int],
+                    scratch: Path) -> list[dict[str, Any]]:
+    """Peak RSS and MB/s of preparing each corpus size (see the module docstring)."""
+    config_file = scratch / "scale_config.py"  # the config as given, overrides included
+    config_file.write_text("import json\nfrom ml_collections import ConfigDict\n\n\n"
+                           f"def get_config():\n    return ConfigDict(json.loads({config.to_json()!r}))\n")
+    rows = []
+    cores = resolve_workers(0)
+    for size in sorted(sizes_mb):
+        corpus = scale_corpus(scratch / f"corpus-{size}mb", size << 20)
+        text_bytes = sum(p.stat().st_size for p in corpus.glob("*.txt"))
+        for workers in ((1, cores) if size == min(sizes_mb) and cores > 1 else (1,)):
+            overrides = [f"--config.data.train_files={corpus}/*.txt", "--config.data.eval_files=",
+                         "--config.data.corpus_format=sentences",
+                         "--config.data.doc_separator=blank_line",
+                         f"--config.data.tokenizer={tokenizer_dir}",
+                         f"--config.data.prep_workers={workers}"]
+            with tempfile.TemporaryDirectory(dir=scratch) as workdir:
+                run = _prepare_process(str(config_file), overrides, Path(workdir))
+            mb = text_bytes / 1e6
+            rows.append({"corpus_mb": round(mb, 1), "processes": workers,
+                         "seconds": run["seconds"], "peak_rss_mib": run["peak_rss_mib"],
+                         "mb_per_second": round(mb / run["seconds"], 2),
+                         "mb_per_second_per_core": round(mb / run["seconds"] / workers, 2),
+                         # Per CPU-second: what a core does when it is not shared (the wall
+                         # rates above depend on what else the machine runs).
+                         "cpu_seconds": run["cpu_seconds"],
+                         "mb_per_cpu_second": round(mb / run["cpu_seconds"], 2),
+                         "documents": run["share"]["documents"],
+                         "tokens": run["share"]["corpus_tokens"],
+                         "instances": run["share"]["instances"], "parts": run["share"]["parts"],
+                         "max_seq_len": config.max_seq_len,
+                         "dupe_factor": config.data.dupe_factor,
+                         "masking": config.data.masking})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv: list[str]) -> None:
     del argv
     options = flags.FLAGS
@@ -439,6 +526,12 @@ def main(argv: list[str]) -> None:
                                         max_predictions_per_seq=config.max_predictions_per_seq)
     tokenizer = trained_tokenizer(settings, vocab_size=config.model.vocab_size, cache_dir=cache)
     results: dict[str, Any] = {}
+    if "scale" in options.sections:
+        tokenizer_dir = cache / "scale-tokenizer"
+        tokenizer.save(tokenizer_dir)
+        results["scale"] = scale_benchmark(config, tokenizer_dir,
+                                           sizes_mb=[int(s) for s in options.sizes_mb],
+                                           scratch=workdir)
     if "prep" in options.sections:
         results["prep"] = prep_benchmark(config, tokenizer, repeats=options.repeats,
                                          scratch=cache)
@@ -459,7 +552,8 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "pretraining config file")
     flags.DEFINE_string("output", None, "JSON file for the results")
     flags.DEFINE_list("sections", ["prep", "packing", "pipeline"],
-                      "which measurements: prep, packing, pipeline")
+                      "which measurements: prep, packing, pipeline, scale")
+    flags.DEFINE_list("sizes_mb", ["256", "1024"], "corpus sizes of the scale section, in MiB")
     flags.DEFINE_integer("repeats", 3, "timed repeats of each preparation; best reported")
     flags.DEFINE_integer("steps", 100, "train steps and batches timed per block")
     flags.DEFINE_string("workdir", "runs/bench_data",

@@ -5,11 +5,13 @@ change, so every key is documented here once and a typo in an experiment file is
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 from bert.model import PRESETS, BertConfig
+from bert.optim import effective_warmup
 
 
 def pretraining_config() -> ConfigDict:
@@ -30,37 +32,38 @@ def pretraining_config() -> ConfigDict:
     #                       a second phase, e.g. at longer max_seq_len, continue the same schedule)
     c.optim = ConfigDict()
     c.optim.name = "adamw"  # "adamw" or "lamb"
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-6
+    c.optim.b1 = 0.9  # decay rate of the gradient's running mean
+    c.optim.b2 = 0.999  # decay rate of the squared gradient's running mean
+    c.optim.eps = 1e-6  # added to the root of the squared-gradient mean, for stability
     c.optim.weight_decay = 0.01  # not applied to LayerNorm params and biases
     c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 disables
 
     # Logging, evaluation and checkpoints (all "every N steps").
-    c.log_every = 100
-    c.eval_every = 10_000
+    c.log_every = 100  # steps per metrics row and log line
+    c.eval_every = 10_000  # steps between evaluations (and after the last step)
     c.eval_batches = 0  # eval batches per evaluation; 0 = the whole eval split
-    c.checkpoint_every = 10_000
+    c.checkpoint_every = 10_000  # steps between checkpoints (and after the last step)
     c.keep_checkpoints = 3  # newest checkpoints kept on disk
     c.on_nonfinite = "skip"  # non-finite loss or gradient: "skip" the update, or "stop" after saving
 
     # Parallelism: "jit" places arrays on a Mesh with named shardings; "pmap" replicates params.
-    c.parallelism = "jit"
+    c.parallelism = "jit"  # "jit" (Mesh + named shardings) or "pmap" (replicated params)
     c.mesh = ConfigDict()
     c.mesh.data = -1  # -1 = all devices not used by the other axes
     c.mesh.fsdp = 1  # params and optimizer state sharded over this axis
     c.mesh.tensor = 1  # attention heads and MLP columns split over this axis
 
-    # Model: a preset size, any field of which can be overridden (None keeps the preset's value).
+    # Model: a preset size, any field of which can be overridden (None keeps the preset's value;
+    # placeholders keep the field's type, so that the command line can set them).
     c.model = ConfigDict()
     c.model.preset = "base"  # one of tiny, mini, small, medium, base, large
-    c.model.num_layers = None
-    c.model.hidden_size = None
-    c.model.num_heads = None
-    c.model.intermediate_size = None  # None = 4 × hidden_size
-    c.model.vocab_size = 30522
-    c.model.max_position_embeddings = 512
-    c.model.dropout_rate = 0.1
+    c.model.num_layers = config_dict.placeholder(int)  # encoder blocks; None = the preset's
+    c.model.hidden_size = config_dict.placeholder(int)  # width of every block; None = the preset's
+    c.model.num_heads = config_dict.placeholder(int)  # attention heads; None = the preset's
+    c.model.intermediate_size = config_dict.placeholder(int)  # MLP width; None = 4 × hidden_size
+    c.model.vocab_size = 30522  # rows of the token embedding; at least the tokenizer's vocabulary
+    c.model.max_position_embeddings = 512  # rows of the position table: the longest max_seq_len
+    c.model.dropout_rate = 0.1  # dropout on embeddings and block outputs
     c.model.attention_dropout_rate = 0.1  # 0 allows fused attention kernels during training
     c.model.dtype = "float32"  # compute dtype; params are always float32
     c.model.remat = "none"  # "none", "full" or "dots" rematerialisation per encoder block
@@ -70,7 +73,12 @@ def pretraining_config() -> ConfigDict:
     c.data.train_files = ""  # comma-separated files or globs; one document per file by default
     c.data.eval_files = ""  # held-out documents, same format
     c.data.doc_separator = "file"  # "file": one document per file; "blank_line": blank lines split
+    c.data.corpus_format = "paragraphs"  # lines are "paragraphs" (split into sentences),
+    #                                      "sentences" (one per line), or "jsonl" documents
+    c.data.text_field = "text"  # the JSONL field holding a document's text
     c.data.tokenizer = ""  # SentencePiece .model or WordPiece folder; "" = train one on train_files
+    c.data.tokenizer_type = "sentencepiece"  # trained when tokenizer is "": or "wordpiece" (uncased)
+    c.data.part_mb = 32  # MB of text per prepared shard; memory per prep worker grows with it
     c.data.cache_dir = ""  # prepared examples; "" = <workdir>/data
     c.data.masking = "dynamic"  # "dynamic": new masks every step; "static": dupe_factor fixed copies
     c.data.mask_prob = 0.15  # fraction of maskable tokens chosen for prediction
@@ -86,9 +94,37 @@ def pretraining_config() -> ConfigDict:
     c.data.prep_workers = 0  # processes that read, tokenize and pair the corpus; 0 = one per core
     # Packing: several whole instances per train row (attention kept within each, positions
     # restarting at each [CLS]), so short instances do not pay for padding. Eval is not packed.
-    c.data.packing = False
+    c.data.packing = False  # pack several instances per train row
     c.data.max_instances_per_pack = 3  # instances per packed row, at most
     return c
+
+
+# Allowed values of keys that no other check covers: (key, what is allowed, test).
+_RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
+    ("seed", ">= 0", lambda v: v >= 0),
+    ("learning_rate", "> 0", lambda v: v > 0),
+    ("eval_batches", ">= 0 (0 = the whole eval split)", lambda v: v >= 0),
+    ("optim.name", "'adamw' or 'lamb'", lambda v: v in ("adamw", "lamb")),
+    ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.b2", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.eps", "> 0", lambda v: v > 0),
+    ("optim.weight_decay", ">= 0", lambda v: v >= 0),
+    ("optim.clip_norm", ">= 0 (0 = no clipping)", lambda v: v >= 0),
+    ("mesh.data", "-1 (all devices left) or >= 1", lambda v: v == -1 or v >= 1),
+    ("mesh.fsdp", ">= 1", lambda v: v >= 1),
+    ("mesh.tensor", ">= 1", lambda v: v >= 1),
+    *((f"model.{key}", "None (the preset's) or >= 1", lambda v: v is None or v >= 1)
+      for key in ("num_layers", "hidden_size", "num_heads", "intermediate_size")),
+    ("model.vocab_size", ">= 1", lambda v: v >= 1),
+    ("model.max_position_embeddings", ">= 1", lambda v: v >= 1),
+    ("model.dropout_rate", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("model.attention_dropout_rate", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("data.doc_separator", "'file' or 'blank_line'", lambda v: v in ("file", "blank_line")),
+    ("data.dupe_factor", ">= 1", lambda v: v >= 1),
+    ("data.eval_dupe_factor", ">= 1", lambda v: v >= 1),
+    ("data.short_seq_prob", "in [0, 1]", lambda v: 0 <= v <= 1),
+    ("data.num_workers", ">= 0 (0 = in process)", lambda v: v >= 0),
+)
 
 
 def _known_keys(config: ConfigDict, prefix: str = "") -> set[str]:
@@ -101,7 +137,11 @@ def _known_keys(config: ConfigDict, prefix: str = "") -> set[str]:
 
 
 def validate(config: ConfigDict) -> None:
-    """Raise ValueError naming the first bad key; runs before any data or compilation work."""
+    """Raise ValueError naming the first bad key; runs before any data or compilation work.
+
+    A warmup longer than the learning-rate schedule (a short run with only train_steps lowered)
+    is no error: config.warmup_steps is clamped to the schedule, with a warning.
+    """
     unknown = sorted(_known_keys(config) - _known_keys(pretraining_config()))
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join('config.' + k for k in unknown)}")
@@ -113,11 +153,13 @@ def validate(config: ConfigDict) -> None:
     for key in ("train_steps", "batch_size", "grad_accum_steps", "max_seq_len", "log_every",
                 "eval_every", "checkpoint_every", "keep_checkpoints"):
         check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
-    check(config.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-    check(config.schedule_steps >= 0, "schedule_steps", "must be >= 0")
-    horizon = config.schedule_steps or config.train_steps
-    check(config.warmup_steps <= horizon, "warmup_steps",
-          f"{config.warmup_steps} exceeds the learning-rate schedule's {horizon} steps")
+    check(config.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {config.warmup_steps}")
+    check(config.schedule_steps >= 0, "schedule_steps",
+          f"must be >= 0 (0 = train_steps), got {config.schedule_steps}")
+    config.warmup_steps = effective_warmup(config)  # said once: later calls find it clamped
+    for key, allowed, ok in _RANGES:
+        value = functools.reduce(getattr, key.split("."), config)
+        check(ok(value), key, f"must be {allowed}, got {value!r}")
     check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
           f"{config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
     check(config.model.preset in PRESETS, "model.preset",
@@ -138,12 +180,15 @@ def validate(config: ConfigDict) -> None:
           f"of config.max_seq_len={config.max_seq_len}")
     check(config.data.masking in ("dynamic", "static"), "data.masking",
           f"must be 'dynamic' or 'static', got {config.data.masking!r}")
-    check(0.0 < config.data.mask_prob < 1.0, "data.mask_prob", "must be in (0, 1)")
+    check(0.0 < config.data.mask_prob < 1.0, "data.mask_prob",
+          f"must be in (0, 1), got {config.data.mask_prob}")
     ratios = (config.data.mask_token_ratio, config.data.random_token_ratio, config.data.keep_token_ratio)
     check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
           f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
-    check(config.data.nsp_weight >= 0, "data.nsp_weight", "must be >= 0")
-    check(int(config.data.prep_workers) >= 0, "data.prep_workers", "must be >= 0 (0 = one per core)")
+    check(config.data.nsp_weight >= 0, "data.nsp_weight",
+          f"must be >= 0, got {config.data.nsp_weight}")
+    check(int(config.data.prep_workers) >= 0, "data.prep_workers",
+          f"must be >= 0 (0 = one per core), got {config.data.prep_workers}")
     check(isinstance(config.data.packing, bool), "data.packing",
           f"must be True or False, got {config.data.packing!r}")
     check(int(config.data.max_instances_per_pack) >= 1, "data.max_instances_per_pack",
@@ -198,6 +243,11 @@ def paper_recipe(preset: str, phase: str = "128") -> ConfigDict:
         raise ValueError(f"unknown phase {phase!r}: use 128 or 512")
     c.data.masking = "static"  # as released: dupe_factor copies, each with its own masks
     c.data.dupe_factor = 10
+    # The paper's corpus format (one sentence per line, blank lines between documents) and its
+    # uncased WordPiece vocabulary of c.model.vocab_size = 30,522 tokens.
+    c.data.corpus_format = "sentences"
+    c.data.doc_separator = "blank_line"
+    c.data.tokenizer_type = "wordpiece"
     return c
 
 
@@ -211,14 +261,14 @@ def finetuning_config() -> ConfigDict:
     """Defaults for every fine-tuning key: the paper's GLUE recipe and the original code's
     optimizer. Experiment files under experiments/finetune/ set the task and what differs."""
     c = ConfigDict()
-    c.task = "sst2"  # sst2 cola mrpc qqp stsb mnli qnli rte wnli classify squad_v1 squad_v2 ner tag swag
+    c.task = "sst2"  # sst2 cola mrpc qqp stsb mnli qnli rte wnli classify squad_v1 squad_v2 ner tag swag ner_features
     c.seed = 0  # head init, dropout and data order derive from (seed, step)
     c.seeds = ""  # comma-separated restarts, e.g. "1,2,3": every run reported, one selected on dev
     c.init_checkpoint = ""  # model folder or pretraining work directory (architecture, tokenizer, params)
     c.random_init = False  # True: init_checkpoint's architecture and tokenizer, fresh weights (a baseline)
 
     # Files.
-    c.train_file = ""
+    c.train_file = ""  # labelled training file in the task's format
     c.eval_file = ""  # dev set: scored into eval_results.json
     c.eval_mismatched_file = ""  # MNLI's mismatched dev set (accuracy_mm)
     c.test_file = ""  # unlabelled: predictions only
@@ -233,13 +283,13 @@ def finetuning_config() -> ConfigDict:
     # Optimizer: AdamW, linear warmup over warmup_proportion of the steps, then linear decay.
     c.learning_rate = 2e-5  # peak
     c.lr_grid = ""  # "paper" = 5e-5,4e-5,3e-5,2e-5 (chosen on dev), or a comma-separated list
-    c.num_train_epochs = 3.0
-    c.warmup_proportion = 0.1
+    c.num_train_epochs = 3.0  # passes over the training rows (steps = rows / batch_size x epochs)
+    c.warmup_proportion = 0.1  # fraction of the steps with linear warmup
     c.weight_decay = 0.01  # not on LayerNorm params and biases
     c.optim = ConfigDict()
-    c.optim.name = "adamw"
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
+    c.optim.name = "adamw"  # "adamw" or "lamb"
+    c.optim.b1 = 0.9  # first-moment decay
+    c.optim.b2 = 0.999  # second-moment decay
     c.optim.eps = 1e-6  # the original code's
     c.optim.clip_norm = 1.0  # global gradient-norm clip; 0 disables
 
@@ -252,15 +302,15 @@ def finetuning_config() -> ConfigDict:
     c.eval_every = 0  # steps between dev evaluations; 0 = at the end of every epoch
     c.select_on_dev = False  # True: score the checkpoint best on dev instead of the final one
     c.checkpoint_every = 1000  # steps (and at the end of training)
-    c.keep_checkpoints = 1
+    c.keep_checkpoints = 1  # newest checkpoints kept on disk
     c.on_nonfinite = "skip"  # "skip" the update, or "stop" after saving
 
     # Parallelism, as in pretraining.
-    c.parallelism = "jit"
+    c.parallelism = "jit"  # "jit" over a Mesh with named shardings, or "pmap"
     c.mesh = ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
+    c.mesh.data = -1  # -1 = all devices not used by the other axes
+    c.mesh.fsdp = 1  # params and optimizer state sharded over this axis
+    c.mesh.tensor = 1  # attention heads and MLP columns split over this axis
 
     # Span QA (squad_v1, squad_v2).
     c.doc_stride = 128  # tokens between the starts of consecutive context windows
@@ -273,16 +323,21 @@ def finetuning_config() -> ConfigDict:
     c.labels = ""  # comma-separated tag set; "" = the tags of the training file
     c.document_context = False  # fill windows with the sentence's document as context
 
+    # Feature-based tagging (ner_features): a BiLSTM on frozen encoder layers (paper Table 7).
+    c.feature_strategy = "concat_last_four"  # Table 7's rows: bert.tasks.feature_probe.STRATEGIES
+    c.lstm_size = 768  # BiLSTM units per direction, in each of its two layers
+    c.feature_cache_dir = ""  # cached word vectors, shared across strategies; "" = DIR/feature_cache
+
     # Reading files (classify; encoding also for tag).
     c.reader = ConfigDict()
     c.reader.format = ""  # csv, tsv or jsonl; "" = from the file suffix
-    c.reader.encoding = "utf-8"
+    c.reader.encoding = "utf-8"  # text encoding, e.g. latin-1
     c.reader.delimiter = ""  # "" = the format's
-    c.reader.quoting = "minimal"  # "minimal" (CSV quotes) or "none" (quotes are text)
+    c.reader.quoting = ""  # "minimal" (CSV quotes), "none" (quotes are text); "" = the format's
     c.reader.header = True  # the first row names the columns
     c.reader.text_column = "text"  # name, or 0-based position
     c.reader.pair_column = ""  # second text of a pair; "" = single sentences
-    c.reader.label_column = "label"
+    c.reader.label_column = "label"  # name, or 0-based position
     c.reader.index_column = ""  # "" = the row number
     c.reader.labels = ""  # comma-separated label list; "" = sorted labels of the training file
     c.reader.regression = False  # the label is a number (MSE loss, Pearson/Spearman)
@@ -316,7 +371,8 @@ def seeds(config: ConfigDict) -> tuple[int, ...]:
 
 def validate_finetuning(config: ConfigDict) -> None:
     """Raise ValueError naming the first bad key, before reading data or compiling."""
-    from bert.tasks.registry import TASK_NAMES  # the task families import this module
+    from bert.tasks.feature_probe import STRATEGIES  # the task families import this module
+    from bert.tasks.registry import TASK_NAMES
 
     unknown = sorted(_known_keys(config) - _known_keys(finetuning_config()))
     if unknown:
@@ -332,7 +388,7 @@ def validate_finetuning(config: ConfigDict) -> None:
     check(bool(config.train_file), "train_file", "is empty: name the training file")
     for key in ("max_seq_len", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every",
                 "keep_checkpoints", "n_best_size", "max_answer_length", "doc_stride",
-                "max_query_length"):
+                "max_query_length", "lstm_size"):
         check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
     check(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = every epoch)")
     check(config.num_train_epochs > 0, "num_train_epochs", "must be > 0")
@@ -347,8 +403,12 @@ def validate_finetuning(config: ConfigDict) -> None:
           f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
     check(config.dtype in ("float32", "bfloat16", "float16"), "dtype",
           f"must be float32, bfloat16 or float16, got {config.dtype!r}")
-    check(config.reader.quoting in ("minimal", "none"), "reader.quoting",
-          f"must be 'minimal' or 'none', got {config.reader.quoting!r}")
+    check(config.reader.quoting in ("", "minimal", "none"), "reader.quoting",
+          f"must be '', 'minimal' or 'none', got {config.reader.quoting!r}")
+    check(config.feature_strategy in STRATEGIES, "feature_strategy",
+          f"{config.feature_strategy!r} is not one of {', '.join(STRATEGIES)}")
+    check(not (config.task == "ner_features" and config.random_init), "random_init",
+          "ner_features reads features of the trained encoder; a random one is not supported")
     learning_rates(config)
     seeds(config)
     length_buckets(config)

@@ -206,6 +206,8 @@ def task_head_from_hf(values: dict[str, Any], tensor_names: Any, source: str) ->
     mean span QA, while `classifier.*` could be any of three heads and is an error.
     """
     architectures = values.get("architectures") or []
+    if not isinstance(architectures, list):
+        raise ConversionError(f"{source}: architectures must be a list of class names, got {architectures!r}")
     by_architecture = {h.architecture: kind for kind, h in _HF_HEADS.items() if kind != "regression"}
     named = sorted({a for a in architectures if a in by_architecture})
     if len(named) > 1:

@@ -18,7 +18,6 @@ if __name__ == "__main__":  # before the heavy imports, which a restart would re
 
 import dataclasses
 import glob
-import importlib.util
 import logging
 import os
 
@@ -28,7 +27,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict
 
-from bert import checkpoint
+from bert import checkpoint, cli
+from bert.config import pretraining_config, validate
 from bert.finetune import finetune
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
@@ -125,16 +125,6 @@ def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str) -> ConfigDict:
-    """get_config() of an experiment file."""
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    if spec is None or not os.path.isfile(path):
-        raise ValueError(f"{path}: no such config file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """One fine-tuning task's dev metric from the pretrained start and from random weights."""
@@ -150,7 +140,7 @@ class Comparison:
 def compare_starts(config_path: str, workdir: str) -> Comparison | None:
     """Fine-tunes `config_path` from the pretrained `workdir` and from fresh weights of its
     architecture, each in DIR/finetune/<name>/<start>; None if a signal stopped a run."""
-    config = load_config(config_path)
+    config = cli.load_config(config_path)
     name = os.path.splitext(os.path.basename(config_path))[0].removeprefix("demo_")
     results = {}
     for start, random_init in STARTS:
@@ -173,9 +163,9 @@ def comparison_table(rows: list[Comparison]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
-    config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+    config = cli.config_from_flags("demo", argv, validate, pretraining_config)
+    workdir = flags.FLAGS.workdir
     logging.info("devices: %s", jax.devices())
     try:
         if not train_and_evaluate(config, workdir):
@@ -202,4 +192,4 @@ if __name__ == "__main__":
                       "fine-tuning configs run from the pretrained model and from random weights")
     flags.FLAGS.set_default("config", "experiments/pretrain/demo.py")
     flags.FLAGS.set_default("workdir", "runs/demo")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

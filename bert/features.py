@@ -25,9 +25,10 @@ from bert.allocator import reexec_with_tuned_allocator
 if __name__ == "__main__":  # before the heavy imports, which a restart would repeat
     reexec_with_tuned_allocator()
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -129,16 +130,39 @@ def extract_features(config: BertConfig, tokenizer: Tokenizer, encoder_params: A
         logging.warning("%d of %d lines were longer than %d tokens and were truncated",
                         truncated, len(lines), limit)
     num_lines, length = input_ids.shape
+    features = np.zeros((len(absolute), num_lines, length, config.hidden_size), np.float32)
+    for start, stop, hidden in encoded_batches(config, encoder_params, input_ids, segment_ids, mask,
+                                               absolute, batch_size=batch_size, progress=progress):
+        features[:, start:stop, :hidden.shape[2]] = hidden
+    arrays = {"input_ids": input_ids, "segment_ids": segment_ids, "mask": mask}
+    for k, layer_features in zip(layers, features):
+        arrays[f"layer_{k}"] = layer_features
+    return arrays
+
+
+@functools.lru_cache(maxsize=8)  # one compiled function per model and layers, across calls
+def _layers_encoder(config: BertConfig, layers: tuple[int, ...]) -> Callable:
     model = BertModel(config)
 
     @jax.jit
     def encode(params: Any, ids: jax.Array, segments: jax.Array, input_mask: jax.Array) -> jax.Array:
         out = model.apply({"params": params}, ids, segments, input_mask,
                           output_hidden_states=True)
-        chosen = jnp.stack([out.hidden_states[k] for k in absolute])  # (K, B, T, H)
+        chosen = jnp.stack([out.hidden_states[k] for k in layers])  # (K, B, T, H)
         return jnp.where(input_mask[None, :, :, None] > 0, chosen.astype(jnp.float32), 0.0)
 
-    features = np.zeros((len(absolute), num_lines, length, config.hidden_size), np.float32)
+    return encode
+
+
+def encoded_batches(config: BertConfig, encoder_params: Any, input_ids: np.ndarray,
+                    segment_ids: np.ndarray, mask: np.ndarray, layers: Sequence[int], *,
+                    batch_size: int = 32, progress: bool = True
+                    ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, float32 [K, stop - start, width, H]) for consecutive rows [start, stop):
+    the hidden states of `layers` (absolute indices) of those rows of the [N, T] token arrays,
+    zero at padding. `width` is the batch's longest row rounded up to a multiple of 16."""
+    num_lines, length = input_ids.shape
+    encode = _layers_encoder(config, tuple(layers))
     starts = range(0, num_lines, batch_size)
     for start in tqdm(starts, desc="features", unit="batch", disable=not progress or len(starts) < 2):
         stop = min(start + batch_size, num_lines)
@@ -147,11 +171,7 @@ def extract_features(config: BertConfig, tokenizer: Tokenizer, encoder_params: A
         width = min(length, -(-used // _LENGTH_BUCKET) * _LENGTH_BUCKET)
         rows = np.arange(start, start + batch_size).clip(max=num_lines - 1)
         batch = [a[rows, :width] for a in (input_ids, segment_ids, mask)]
-        features[:, start:stop, :width] = np.asarray(encode(encoder_params, *batch))[:, : stop - start]
-    arrays = {"input_ids": input_ids, "segment_ids": segment_ids, "mask": mask}
-    for k, layer_features in zip(layers, features):
-        arrays[f"layer_{k}"] = layer_features
-    return arrays
+        yield start, stop, np.asarray(encode(encoder_params, *batch))[:, : stop - start]
 
 
 def read_lines(path: str) -> list[str]:

@@ -34,10 +34,11 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
-from bert import checkpoint, distributed, heads, trainer
-from bert.config import learning_rates, length_buckets, seeds, validate_finetuning
+from bert import checkpoint, cli, distributed, heads, trainer
+from bert.config import (finetuning_config, learning_rates, length_buckets, seeds,
+                         validate_finetuning)
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter, setup_logging
 from bert.optim import learning_rate_schedule, make_optimizer
@@ -47,6 +48,7 @@ from bert.tokenizer import load_tokenizer
 
 RESULTS_FILE = "eval_results.json"
 BEST_DIR = "best"  # with select_on_dev: params of the checkpoint best on dev, and best.json
+FEATURE_CACHE_DIR = "feature_cache"  # default config.feature_cache_dir, under DIR
 
 
 def optimizer_config(config: ConfigDict, train_steps: int) -> ConfigDict:
@@ -70,7 +72,7 @@ def predict(runner: Runner, params: Any, split: registry.Split, config: ConfigDi
             process_count=jax.process_count()):
         _, predictions = runner.eval_step(params, batch.host_batch)
         collected.append((batch.rows, jax.device_get(predictions)))
-    return batches.gather_predictions(collected, len(split.features["input_ids"]))
+    return batches.gather_predictions(collected, split.num_rows)
 
 
 def _splits(config: ConfigDict) -> list[tuple[str, str]]:
@@ -95,10 +97,10 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     dev = [s for s in splits if s.name.startswith("eval")]
     for split in (train_split, *splits):
         logging.info("%s: %d examples, %d rows (%s)%s", split.name, len(split.examples),
-                     len(split.features["input_ids"]), split.path,
+                     split.num_rows, split.path,
                      f", {split.skipped} skipped as the original recipe does" if split.skipped else "")
 
-    plan = batches.TrainPlan(num_rows=len(train_split.features["input_ids"]),
+    plan = batches.TrainPlan(num_rows=train_split.num_rows,
                              batch_size=int(config.batch_size),
                              num_epochs=float(config.num_train_epochs), seed=int(config.seed),
                              buckets=length_buckets(config))
@@ -110,9 +112,10 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     task = family.task(model)
     optimizer = optimizer_config(config, plan.steps)
     runner = build_runner(config, task, make_optimizer(optimizer))
-    if jax.process_index() == 0:
+    head = family.task_head(model)
+    if jax.process_index() == 0 and head is not None:
         checkpoint.write_model_description(workdir, bert_config, tokenizer)
-        heads.save_task_head(workdir, heads.TaskHead(model.kind, family.labels))
+        heads.save_task_head(workdir, head)
     trainer.save_experiment_config(config, workdir)
 
     manager = checkpoint.CheckpointManager(workdir, keep=config.keep_checkpoints)
@@ -122,9 +125,8 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
         if config.random_init:
             logging.info("random_init: fresh weights in the architecture of %s", source)
             return runner.init_state(init_rng)
-        params, report = heads.init_finetune_params(source, model, init_rng,
-                                                    labels=family.labels or None)
-        logging.info("init from %s: %s", source, report.summary())
+        params, origin = family.initial_params(source, model, init_rng)
+        logging.info("%s", origin)
         return runner.init_state(init_rng, params)
 
     state, start_step, meta = trainer.restore_or_init(runner, manager, init)
@@ -225,6 +227,9 @@ def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
     """The run config describes: one run in `workdir`, or the grid of config.lr_grid x
     config.seeds in workdir/runs/ with a summary (finished runs are not redone)."""
     validate_finetuning(config)
+    if not config.feature_cache_dir:  # one cache for every run under workdir
+        config = config.copy_and_resolve_references()
+        config.feature_cache_dir = os.path.join(workdir, FEATURE_CACHE_DIR)
     runs = [(lr, seed) for lr in learning_rates(config) for seed in seeds(config)]
     if len(runs) == 1:
         single = config.copy_and_resolve_references()
@@ -270,21 +275,24 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
 
 
 def define_flags() -> None:
-    config_flags.DEFINE_config_file("config", None, "fine-tuning config file", lock_config=True)
+    cli.define_config_flags()
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and predictions")
 
 
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
+    # A bad key or value stops here, with exit status 2; --print_config stops here too.
+    config = cli.config_from_flags("finetune", argv, validate_finetuning, finetuning_config)
+    if not flags.FLAGS.workdir:
+        cli.usage_error("finetune", "--workdir is required")
     try:
-        distributed.initialize_from_flags()
-        finetune(flags.FLAGS.config, flags.FLAGS.workdir)
+        distributed.initialize_from_flags()  # first: before anything touches a device
+        finetune(config, flags.FLAGS.workdir)
+    # Bad config, data, paths or checkpoints: the message says which.
     except (ValueError, OSError, FloatingPointError) as error:
         raise SystemExit(f"bert.finetune: error: {error}") from None
 
 
 if __name__ == "__main__":
     define_flags()
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -286,8 +286,8 @@ def _same_head(saved: TaskHead | None, model: nn.Module, labels: Sequence[str] |
         return False
     if labels is not None and tuple(labels) != saved.labels:
         return False
-    return saved.kind not in ("sequence_classification", "token_classification") or \
-        len(saved.labels) == model.num_labels
+    counted = saved.kind in ("sequence_classification", "token_classification")
+    return not counted or len(saved.labels) == model.num_labels
 
 
 def init_finetune_params(checkpoint_dir: str, model: nn.Module, rng: jax.Array, *,

@@ -6,6 +6,7 @@ written by any version of this module restore into any other.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import jax
@@ -14,16 +15,31 @@ import optax
 from ml_collections import ConfigDict
 
 
+def _schedule_length(config: ConfigDict) -> int:
+    return int(config.schedule_steps or config.train_steps)
+
+
+def effective_warmup(config: ConfigDict) -> int:
+    """config.warmup_steps, or the whole schedule when the warmup would outlast it (a short run
+    with only train_steps lowered), with a warning that says so."""
+    warmup, total = int(config.warmup_steps), _schedule_length(config)
+    if warmup <= total:
+        return warmup
+    horizon = (f"config.schedule_steps={total}" if config.schedule_steps
+               else f"config.train_steps={total}")
+    logging.warning("config.warmup_steps=%d is longer than the learning-rate schedule (%s): "
+                    "warming up over all %d steps instead", warmup, horizon, total)
+    return total
+
+
 def learning_rate_schedule(config: ConfigDict) -> optax.Schedule:
     """Linear warmup to `learning_rate` over `warmup_steps`, then linear decay to 0.
 
-    The decay ends at `schedule_steps`, or at `train_steps` when that is 0.
+    The decay ends at `schedule_steps`, or at `train_steps` when that is 0; a longer warmup is
+    cut to the schedule (`effective_warmup`).
     """
     peak = float(config.learning_rate)
-    warmup = int(config.warmup_steps)
-    total = int(config.schedule_steps or config.train_steps)
-    if warmup > total:
-        raise ValueError(f"config.warmup_steps={warmup} exceeds the schedule's {total} steps")
+    warmup, total = effective_warmup(config), _schedule_length(config)
     return optax.join_schedules(
         [
             optax.linear_schedule(0.0, peak, max(warmup, 1)),

@@ -358,7 +358,7 @@ class Runner:
 
     def batch_tokens(self, batch: Mapping[str, Any]) -> int:
         """Token slots (padding included) of the global batch behind a placed batch."""
-        return int(np.prod(batch["input_ids"].shape))
+        return int(np.prod(batch["input_mask"].shape))
 
 
 def _check_host_rows(key: str, value: np.ndarray, layout: BatchLayout) -> None:
@@ -454,7 +454,7 @@ class PmapRunner:
 
     def batch_tokens(self, batch: Mapping[str, Any]) -> int:
         """Token slots (padding included) of the global batch behind a placed batch."""
-        return int(np.prod(batch["input_ids"].shape)) * self.batch.process_count
+        return int(np.prod(batch["input_mask"].shape)) * self.batch.process_count
 
 
 class DevicePrefetcher:

@@ -24,10 +24,10 @@ from typing import Any, Iterable
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
-from bert import checkpoint, data, distributed, trainer
-from bert.config import model_config, validate
+from bert import checkpoint, cli, data, distributed, trainer
+from bert.config import model_config, pretraining_config, validate
 from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
 from bert.optim import learning_rate_schedule, make_optimizer
@@ -116,16 +116,19 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
 
 def define_flags() -> None:
     """Only when run as a command (bert.demo reuses them); other CLIs define --config too."""
-    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    cli.define_config_flags()
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and data")
 
 
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
+    # A bad key or value stops here, with exit status 2; --print_config stops here too.
+    config = cli.config_from_flags("pretrain", argv, validate, pretraining_config)
+    if not flags.FLAGS.workdir:
+        cli.usage_error("pretrain", "--workdir is required")
     try:
         distributed.initialize_from_flags()  # first: before anything touches a device
-        train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+        train_and_evaluate(config, flags.FLAGS.workdir)
     # Bad config, data, paths or checkpoints, or a non-finite step with on_nonfinite='stop':
     # the message says which, so a traceback would only bury it.
     except (ValueError, OSError, FloatingPointError) as error:
@@ -134,5 +137,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

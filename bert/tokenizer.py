@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -237,11 +237,12 @@ def train_sentencepiece(
     input_sentence_size: int = 2_000_000,
     seed: int = 0,
     num_threads: int = 2,
+    sentences: Iterable[str] | None = None,
 ) -> SentencePieceTokenizer:
     """Trains a SentencePiece model on the sentences of `files`; writes `<output_prefix>.model`.
 
-    Sentences come from `bert.data.corpus`, so training sees the same sentence split as
-    pretraining, and a file that is one enormous line (the shipped corpus) is usable at all:
+    Sentences come from `bert.data.corpus` (or `sentences`, streamed, in place of `files`), so
+    training sees the same sentence split as pretraining, and a file that is one enormous line (the shipped corpus) is usable at all:
     SentencePiece skips input lines over 4 KB. Training is deterministic for fixed inputs
     and `seed`: at most `input_sentence_size` sentences are sampled with that seed.
     The model is written through a temporary file and renamed, so a crash never leaves a
@@ -251,13 +252,15 @@ def train_sentencepiece(
 
     if vocab_size <= len(SPECIAL_TOKENS):
         raise TokenizerError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    documents, _ = corpus.read_documents(files, doc_separator=doc_separator, key="files")
-    sentences = [s for doc in documents for s in doc]
+    if sentences is None:
+        documents, _ = corpus.read_documents(files, doc_separator=doc_separator, key="files")
+        sentences = (s for doc in documents for s in doc)
+    counted = _Counted(sentences)
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences),
+            sentence_iterator=iter(counted),
             model_writer=model,
             vocab_size=vocab_size,
             model_type=model_type,
@@ -272,9 +275,21 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as err:
-        raise TokenizerError(f"SentencePiece training on {len(sentences)} sentences from "
-                             f"{list(files)} with vocab_size={vocab_size} failed: {err}") from None
+        raise TokenizerError(f"SentencePiece training on {counted.count} sentences from "
+                             f"{list(files) or 'the corpus'} with vocab_size={vocab_size} failed: {err}") from None
     output = Path(f"{output_prefix}.model")
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(output, model.getvalue())
     return SentencePieceTokenizer(model.getvalue(), source=str(output))
+
+
+class _Counted:
+    """Iterates `items` once, counting them (for error messages about a streamed input)."""
+
+    def __init__(self, items: Iterable[str]) -> None:
+        self._items, self.count = items, 0
+
+    def __iter__(self) -> Iterator[str]:
+        for item in self._items:
+            self.count += 1
+            yield item

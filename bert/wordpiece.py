@@ -1,4 +1,4 @@
-"""WordPiece tokenization for checkpoints imported from Google's or Hugging Face's BERT releases.
+"""WordPiece tokenization: the paper's vocabulary type, trained here or imported with a checkpoint.
 
 Those models were trained on a fixed `vocab.txt` with BERT's own text normalisation (optional
 lower-casing and accent stripping, CJK characters split apart, punctuation split off); feeding them
@@ -13,6 +13,10 @@ so a folder behaves here exactly as `BertTokenizerFast.from_pretrained` treats i
 deliberate exception: when the folder does not say `do_lower_case`, casing is inferred from the
 vocabulary (upper-case word pieces mean a cased model) instead of Hugging Face's blanket
 lower-casing, which makes every capitalised piece of a cased checkpoint unreachable.
+
+`train_wordpiece` learns an uncased vocabulary as the paper's was (30,522 tokens for the paper
+configs) with the same normalisation and pre-tokenization, so the folder it saves tokenizes the
+same in `transformers.BertTokenizer` as here.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
+from tokenizers.trainers import WordPieceTrainer
 
 from bert.files import write_atomically
 
@@ -100,14 +105,9 @@ class WordPieceTokenizer:
         self.sep_id = index[self.special_tokens["sep_token"]]
         self.mask_id = index[self.special_tokens["mask_token"]]
 
-        backend = Tokenizer(WordPiece(index, unk_token=self.special_tokens["unk_token"]))
-        backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True,
-            handle_chinese_chars=tokenize_chinese_chars,
-            strip_accents=strip_accents,
-            lowercase=do_lower_case,
-        )
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend = _bert_backend(index, unk_token=self.special_tokens["unk_token"],
+                                lowercase=do_lower_case, strip_accents=strip_accents,
+                                chinese_chars=tokenize_chinese_chars)
         backend.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
         # Registered as special so that "[MASK]" written in text stays one token and is never
         # lower-cased, as in BertTokenizerFast.
@@ -212,3 +212,39 @@ class WordPieceTokenizer:
         mask = np.array([not t.startswith(CONTINUATION_PREFIX) for t in self.vocab], dtype=bool)
         mask.setflags(write=False)
         return mask
+
+
+def _bert_backend(vocab: dict[str, int] | None, *, unk_token: str, lowercase: bool,
+                  strip_accents: bool | None, chinese_chars: bool) -> Tokenizer:
+    """BERT's normalizer and pre-tokenizer around a WordPiece model (empty when `vocab` is None)."""
+    model = WordPiece(vocab, unk_token=unk_token) if vocab is not None else WordPiece(
+        unk_token=unk_token, continuing_subword_prefix=CONTINUATION_PREFIX)
+    backend = Tokenizer(model)
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=chinese_chars, strip_accents=strip_accents,
+        lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return backend
+
+
+def train_wordpiece(sentences: Iterable[str], vocab_size: int) -> WordPieceTokenizer:
+    """An uncased WordPiece vocabulary of at most `vocab_size` tokens learnt from `sentences`.
+
+    The five special tokens come first ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4), then every
+    character seen (so no word of the training text is [UNK]), then merged pieces by frequency.
+    A small corpus can end below `vocab_size`: there is nothing left to merge.
+    """
+    specials = list(_SPECIAL_DEFAULTS.values())
+    if vocab_size <= len(specials):
+        raise ValueError(f"vocab_size must exceed {len(specials)}, got {vocab_size}")
+    backend = _bert_backend(None, unk_token=_SPECIAL_DEFAULTS["unk_token"], lowercase=True,
+                            strip_accents=None, chinese_chars=True)
+    trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                               continuing_subword_prefix=CONTINUATION_PREFIX,
+                               show_progress=False)
+    backend.train_from_iterator(sentences, trainer=trainer)
+    index = backend.get_vocab()
+    if len(index) <= len(specials):
+        raise ValueError("WordPiece training found no text to learn a vocabulary from")
+    vocab = sorted(index, key=index.__getitem__)
+    return WordPieceTokenizer(vocab, do_lower_case=True, source="trained WordPiece")

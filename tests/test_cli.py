@@ -9,7 +9,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Each command and one flag of its own that its --help must list.
 COMMANDS = {"bert.pretrain": "--workdir", "bert.demo": "--examples", "bert.bench": "--vs",
-            "bert.bench_data": "--sections", "bert.features": "--layers", "bert.convert": "from-hf"}
+            "bert.bench_data": "--sections", "bert.features": "--layers", "bert.convert": "from-hf",
+            "bert.prepare": "--num_shards"}
 
 
 def test_commands_import_together():

@@ -3,6 +3,7 @@ import pytest
 
 from bert.config import model_config, paper_recipe, validate
 from bert.model import BertForPreTraining, count_params
+from bert.optim import learning_rate_schedule
 from tests.fakes import tiny_config
 
 
@@ -18,13 +19,33 @@ from tests.fakes import tiny_config
         ({"parallelism": "vmap"}, "config.parallelism"),
         ({"model.preset": "huge"}, "config.model.preset"),
         ({"data.train_files": ""}, "config.data.train_files"),
-        ({"warmup_steps": 500, "train_steps": 100}, "config.warmup_steps"),
+        ({"warmup_steps": -1}, "config.warmup_steps"),
+        ({"optim.b2": 1.0}, "config.optim.b2"),
+        ({"model.num_heads": 0}, "config.model.num_heads"),
     ],
 )
 def test_bad_value_is_reported_with_its_key(overrides, key):
     config = tiny_config(**overrides)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         validate(config)
+
+
+def test_warmup_longer_than_the_run_is_clamped_with_one_warning(caplog):
+    config = tiny_config(warmup_steps=500, train_steps=100)
+    validate(config)
+    validate(config)  # as the command line and then the training function do
+    assert config.warmup_steps == 100
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "config.warmup_steps=500" in warnings[0], warnings
+
+
+def test_schedule_of_an_unvalidated_config_clamps_the_warmup_too(caplog):
+    schedule = learning_rate_schedule(tiny_config(learning_rate=1e-3, warmup_steps=500,
+                                                  train_steps=100))
+    # Warmup over all 100 steps: halfway there at step 50 (not 1e-3 * 50 / 500).
+    assert float(schedule(50)) == pytest.approx(5e-4)
+    assert float(schedule(100)) == pytest.approx(1e-3)
+    assert "warming up over all 100 steps" in caplog.text
 
 
 def test_unknown_key_is_reported():

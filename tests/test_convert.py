@@ -250,7 +250,7 @@ def test_unknown_and_misshaped_tensors_are_listed_together(tensors):
 
 def test_missing_encoder_tensors_and_partial_heads_are_errors(tensors):
     del tensors["bert.encoder.layer.1.attention.self.key.bias"]
-    with pytest.raises(ConversionError, match="missing encoder tensors: encoder.layer.1.attention.self.key.bias"):
+    with pytest.raises(ConversionError, match="missing tensors: encoder.layer.1.attention.self.key.bias"):
         _import(dict(tensors))
     tensors["bert.encoder.layer.1.attention.self.key.bias"] = np.zeros(64, np.float32)
     del tensors["cls.predictions.transform.LayerNorm.bias"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bert.data.records as records
+import bert.data.shards as shards
 from bert.data import DataError, build
 from bert.tokenizer import load_tokenizer
 from tests.test_data_support import SMALL_VOCAB, SOTU_EVAL, pretrain_config, small_tokenizer
@@ -24,7 +25,7 @@ def test_build_writes_the_documented_layout_and_summary(tmp_path):
     assert train.input_ids.shape == (n, 64) and train.input_ids.dtype == np.int32
     assert train.segment_ids.dtype == np.int8 and train.lengths.dtype == np.int32
     assert train.next_sentence_labels.dtype == np.int32
-    assert isinstance(train.input_ids, np.memmap)  # mapped, not loaded
+    assert all(isinstance(shard, np.memmap) for shard in train.input_ids.shards)  # mapped
     assert not train.has_static_masks
     assert (train.input_ids[:, 0] == tokenizer.cls_id).all()
     assert (train.input_ids[np.arange(n), train.lengths - 1] == tokenizer.sep_id).all()
@@ -45,7 +46,7 @@ def test_second_build_reuses_the_cache_without_recomputing(tmp_path, monkeypatch
     def fail(*args, **kwargs):
         raise AssertionError("instances were rebuilt although the cache was valid")
 
-    monkeypatch.setattr(records, "create_instances", fail)
+    monkeypatch.setattr(shards, "part_instances", fail)
     _, second = build(pretrain_config(), tmp_path)
     assert second.directory == first.directory
     np.testing.assert_array_equal(second.train.input_ids, first.train.input_ids)
@@ -92,21 +93,24 @@ def test_touched_input_file_invalidates_the_cache(tmp_path):
     assert build(config, tmp_path)[1].directory != first.directory
 
 
-def test_crash_while_writing_leaves_no_cache_behind(tmp_path, monkeypatch):
+def test_crash_while_writing_leaves_no_shard_behind(tmp_path, monkeypatch):
     calls = {"count": 0}
-    real_save = np.save
+    real_append = shards.GrowingArray.append
 
-    def crash_on_third_array(path, array):
+    def crash_on_third_array(self, array):
         calls["count"] += 1
         if calls["count"] == 3:
             raise OSError("disk full")
-        real_save(path, array)
+        real_append(self, array)
 
-    monkeypatch.setattr(records.np, "save", crash_on_third_array)
-    with pytest.raises(OSError, match="disk full"):
-        build(pretrain_config(), tmp_path)
-    assert list((tmp_path / "data").iterdir()) == []  # no examples-*, no .partial-*
-    monkeypatch.setattr(records.np, "save", real_save)
+    monkeypatch.setattr(shards.GrowingArray, "append", crash_on_third_array)
+    with pytest.raises(OSError, match="disk full"):  # in this process: the train part first
+        build(pretrain_config(prep_workers=1), tmp_path)
+    [folder] = (tmp_path / "data").iterdir()
+    # The plan and key are written first; no shard, no .partial-*, no summary.
+    assert {p.name for p in folder.iterdir()} <= {"key.json", "plan.json", "train", "eval"}
+    assert [p for p in folder.glob("*/*")] == []
+    monkeypatch.setattr(shards.GrowingArray, "append", real_append)
     _, prepared = build(pretrain_config(), tmp_path)
     assert len(prepared.train) > 0
 
@@ -172,4 +176,7 @@ def test_corpus_errors_surface_through_build(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"Fine first line. Yes.\n\xff\xfe broken\n")
     with pytest.raises(DataError, match=r"bad.txt:2: not valid UTF-8"):
         build(pretrain_config(train_files=str(tmp_path / "bad.txt")), tmp_path)
-    assert not any(p.name.startswith("examples") for p in (tmp_path / "data").iterdir())
+    # Nothing a later run would trust: no shard of the bad part, no summary (the eval part,
+    # prepared alongside, is complete and kept).
+    assert not list((tmp_path / "data").glob("examples-*/train/part-*"))
+    assert not list((tmp_path / "data").glob("examples-*/summary.json"))

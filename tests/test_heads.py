@@ -1,14 +1,17 @@
-"""Fine-tuning models start from pretraining: encoder restored, task heads new, MLM/NSP dropped."""
+"""Fine-tuning models start from pretraining: encoder restored, task heads new, MLM/NSP dropped;
+from a fine-tuned folder, its head too when it is the same task with the same labels."""
 import dataclasses
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
 import pytest
 
 from bert import checkpoint
-from bert.heads import (BertForQuestionAnswering, BertForSequenceClassification,
-                        BertForTokenClassification, init_finetune_params)
+from bert.heads import (BertForMultipleChoice, BertForQuestionAnswering,
+                        BertForSequenceClassification, BertForTokenClassification, TaskHead,
+                        init_finetune_params, load_task_model, save_task_head)
 from bert.model import BertConfig, BertForPreTraining, BertModel, init_params
 from bert.train import TrainState
 from bert.wordpiece import WordPieceTokenizer
@@ -109,3 +112,91 @@ def test_a_differently_sized_model_is_refused_with_the_field(pretrained):
     with pytest.raises(ValueError, match=r"bert_config.json does not match .*intermediate_size: "
                                          r"checkpoint 64, model 128"):
         init_finetune_params(folder, BertForSequenceClassification(wider, 2), jax.random.key(0))
+
+
+def test_multiple_choice_scores_each_choice_as_its_own_row(pretrained):
+    """(B, C, T) → (B, C), each score the head on that choice's pooled [CLS] alone."""
+    folder, saved, _, _ = pretrained
+    model = BertForMultipleChoice(CONFIG)
+    params, report = init_finetune_params(folder, model, jax.random.key(0))
+    assert report.initialised == ("classifier/bias", "classifier/kernel")
+    assert params["classifier"]["kernel"].shape == (32, 1)
+    batch = hf_reference.random_batch(CONFIG.vocab_size, batch_size=6, seq_len=10)
+    choices = {k: batch[k].reshape(2, 3, 10) for k in ("input_ids", "segment_ids", "input_mask")}
+    scores = jax.jit(model.apply)({"params": params}, *choices.values())
+    assert scores.shape == (2, 3)
+    rows = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])  # (6, 10) each
+    pooled = jax.jit(BertModel(CONFIG).apply)({"params": saved["bert"]}, *rows).pooled_output
+    expected = pooled @ params["classifier"]["kernel"] + params["classifier"]["bias"]  # (6, 1)
+    np.testing.assert_allclose(scores, expected.reshape(2, 3), atol=1e-5)
+
+
+@pytest.mark.parametrize("model, features, dropped", [
+    (BertForSequenceClassification(CONFIG, num_labels=3), "pooled_output", True),
+    (BertForSequenceClassification(CONFIG, num_labels=1), "pooled_output", True),
+    (BertForTokenClassification(CONFIG, num_labels=3), "sequence_output", True),
+    (BertForQuestionAnswering(CONFIG), "sequence_output", False),
+    (BertForMultipleChoice(CONFIG), "pooled_output", True),
+])
+def test_dropout_and_features_are_where_transformers_puts_them(model, features, dropped):
+    """The head reads the encoder output transformers' head reads, through dropout or not."""
+    calls = {}
+
+    def record(call, args, kwargs, context):
+        out = call(*args, **kwargs)
+        if context.method_name == "__call__" and len(context.module.path) == 1:  # the model's own
+            calls[context.module.path[0]] = (args, out)
+        return out
+
+    params = jax.jit(lambda key: init_params(model, key))(jax.random.key(0))
+    inputs = (np.full((2, 6), 7, np.int32), np.zeros((2, 6), np.int32), np.ones((2, 6), np.int32))
+    with nn.intercept_methods(record):
+        model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    head_input = calls.pop("span" if isinstance(model, BertForQuestionAnswering) else "classifier")[0][0]
+    encoded = getattr(calls.pop("bert")[1], features)
+    if dropped:
+        (dropout_input,), dropout_output = calls.pop("Dropout_0")
+        assert dropout_input is encoded and not np.allclose(dropout_output, encoded)
+        np.testing.assert_array_equal(head_input, dropout_output)
+    else:
+        np.testing.assert_array_equal(head_input, encoded)
+    assert calls == {}
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory, pretrained):
+    """A model folder holding a fine-tuned sentiment classifier and its task.json."""
+    folder, _, _, _ = pretrained
+    head = TaskHead("sequence_classification", ("negative", "positive"))
+    params, _ = init_finetune_params(folder, head.model(CONFIG), jax.random.key(3))
+    tuned = str(tmp_path_factory.mktemp("tuned") / "model")
+    checkpoint.write_model_description(tuned, CONFIG, WordPieceTokenizer(hf_reference.vocab(cased=False)))
+    save_task_head(tuned, head)
+    checkpoint.save_params(tuned, jax.device_get(params))
+    return tuned, _leaves(params)
+
+
+def test_fine_tuned_folder_restores_its_head_for_the_same_task_and_labels(fine_tuned):
+    tuned, saved = fine_tuned
+    model = BertForSequenceClassification(CONFIG, num_labels=2)
+    for labels in (None, ("negative", "positive")):
+        params, report = init_finetune_params(tuned, model, jax.random.key(9), labels=labels)
+        assert report.initialised == () and report.dropped == ()
+        assert _leaves(params)["classifier/kernel"].tobytes() == saved["classifier/kernel"].tobytes()
+    head, loaded, params = load_task_model(tuned)
+    assert head.labels == ("negative", "positive") and loaded == model
+    assert _leaves(params)["classifier/kernel"].tobytes() == saved["classifier/kernel"].tobytes()
+
+
+@pytest.mark.parametrize("model, labels", [
+    (BertForSequenceClassification(CONFIG, num_labels=2), ("positive", "negative")),  # reordered
+    (BertForTokenClassification(CONFIG, num_labels=2), None),  # same shape, other task
+    (BertForSequenceClassification(CONFIG, num_labels=3), None),  # e.g. MNLI after SST-2
+])
+def test_fine_tuned_head_for_other_labels_or_task_starts_afresh(fine_tuned, model, labels):
+    tuned, saved = fine_tuned
+    params, report = init_finetune_params(tuned, model, jax.random.key(9), labels=labels)
+    assert report.initialised == report.dropped == ("classifier/bias", "classifier/kernel")
+    leaves = _leaves(params)
+    assert not np.array_equal(leaves["classifier/kernel"][:, :2], saved["classifier/kernel"])
+    assert leaves["bert/pooler/kernel"].tobytes() == saved["bert/pooler/kernel"].tobytes()

@@ -344,18 +344,26 @@ def test_loss_sums_average_start_and_end_cross_entropy_over_real_windows():
     start, end = rng.normal(size=(2, 3, 7)).astype(np.float32)
     start_positions, end_positions = np.array([0, 3, 6]), np.array([0, 5, 2])
     weights = np.array([1.0, 1.0, 0.0], np.float32)  # the last row is padding
+    input_mask = np.ones((3, 7), np.int32)
+    input_mask[0, 5:] = 0  # a shorter window: its padding is outside the softmax
     batch = dict(start_positions=start_positions, end_positions=end_positions,
-                 example_weights=weights)
+                 example_weights=weights, input_mask=input_mask)
     sums = squad.loss_sums((jnp.asarray(start), jnp.asarray(end)), batch)
+    changed_padding = start.copy()
+    changed_padding[0, 5:] = 50.0
+    assert float(squad.loss_sums((jnp.asarray(changed_padding), jnp.asarray(end)), batch)[
+        "loss_sum"]) == pytest.approx(float(sums["loss_sum"]), rel=1e-6)
 
     def nll(logits, labels):
+        logits = np.where(input_mask > 0, logits, -np.inf)
         log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         return -log_probs[np.arange(3), labels]
 
     per_window = (nll(start, start_positions) + nll(end, end_positions)) / 2
     assert float(sums["count"]) == 2.0
     assert float(sums["loss_sum"]) == pytest.approx(per_window[:2].sum(), rel=1e-5)
-    hits = lambda logits, labels: float(((logits.argmax(-1) == labels) * weights).sum())
+    hits = lambda logits, labels: float(  # noqa: E731
+        ((np.where(input_mask > 0, logits, -np.inf).argmax(-1) == labels) * weights).sum())
     assert float(sums["start_correct"]) == hits(start, start_positions)
     assert float(sums["end_correct"]) == hits(end, end_positions)
     halves = [squad.loss_sums((jnp.asarray(start[s]), jnp.asarray(end[s])),

@@ -13,6 +13,18 @@ abbreviations ("Mr.", "U.S.", "Gen.") and leaves decimals ("3.5") alone. Sentenc
 `max_sentence_chars` are cut at whitespace so that a single enormous line (a file with no
 newlines, a log dump) cannot produce one unbounded sentence.
 
+Three formats (`corpus_format`):
+
+* ``"paragraphs"``: every non-blank line is a paragraph, split into sentences (as above).
+* ``"sentences"``: every non-blank line is one sentence, kept as it is: the paper's format (one
+  sentence per line, a blank line between documents, i.e. with ``doc_separator="blank_line"``).
+* ``"jsonl"``: one JSON object per line, a document in its `text_field`; the text's lines are
+  paragraphs. `doc_separator` does not apply.
+
+Files ending in .gz, .bz2 or .zst are decompressed as they are read. Files are streamed line
+by line, and `Piece`s (byte ranges of a file, bert/data/plan.py) are read alone, so memory does
+not grow with the file.
+
 Everything the reader drops or changes (empty files, one-sentence documents, sentences cut for
 length) is counted in the returned `CorpusSummary`, never hidden; everything it cannot read
 raises `DataError` naming the file, and the line where that applies.
@@ -20,14 +32,21 @@ raises `DataError` naming the file, and the line where that applies.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import glob
+import gzip
+import io
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 DOC_SEPARATORS = ("file", "blank_line")
+CORPUS_FORMATS = ("paragraphs", "sentences", "jsonl")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
 
 # Longest sentence handed downstream, in characters. ~1,000 tokens of English; SentencePiece
 # training silently skips sentences over 4,192 bytes, and instances are at most 512 tokens.
@@ -142,24 +161,99 @@ def read_text(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _documents_in_text(text: str, doc_separator: str) -> Iterator[list[str]]:
-    """Yields documents as lists of paragraph lines (stripped, non-empty)."""
-    paragraphs: list[str] = []
-    for raw_line in text.split("\n"):
-        line = raw_line.strip()
-        if line:
-            paragraphs.append(line)
-        elif doc_separator == "blank_line" and paragraphs:
-            yield paragraphs
-            paragraphs = []
-    if paragraphs or doc_separator == "file":
-        yield paragraphs
+def check_corpus_format(corpus_format: str) -> None:
+    if corpus_format not in CORPUS_FORMATS:
+        raise DataError(f"config.data.corpus_format must be one of {CORPUS_FORMATS}, "
+                        f"got {corpus_format!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+    """Bytes [start, end) of one file (end None: to its end); cut only at document boundaries."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def whole_file(self) -> bool:
+        return self.start == 0 and self.end is None
+
+
+def is_compressed(path: str | Path) -> bool:
+    return str(path).endswith(COMPRESSED_SUFFIXES)
+
+
+def open_binary(path: str | Path) -> BinaryIO:
+    """The file's bytes, decompressed when its name ends in .gz, .bz2 or .zst."""
+    name = str(path)
+    if name.endswith(".gz"):
+        return gzip.open(name, "rb")  # type: ignore[return-value]
+    if name.endswith(".bz2"):
+        return bz2.open(name, "rb")  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        import zstandard  # only corpora that need it pay for the import
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(name, "rb")))
+    return open(name, "rb")
+
+
+def _line_number(path: str, offset: int) -> int:
+    """1-based line of byte `offset` of an uncompressed file (only computed for an error)."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
+
+
+def piece_lines(piece: Piece) -> Iterator[str]:
+    """The decoded lines of `piece`, streamed; bad bytes raise `DataError` with file and line."""
+    try:
+        stream = open_binary(piece.path)
+    except OSError as err:
+        raise DataError(f"{piece.path}: cannot open ({err.strerror or err})") from None
+    with stream:
+        if piece.start:
+            stream.seek(piece.start)
+        offset, line = piece.start, 0
+        try:
+            for raw in stream:
+                if piece.end is not None and offset >= piece.end:
+                    return
+                if b"\x00" in raw:
+                    where = _where(piece, line, offset)
+                    raise DataError(f"{where}: contains NUL bytes; this looks like a binary "
+                                    "file, not UTF-8 text")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(
+                        f"{_where(piece, line, offset)}: not valid UTF-8 (byte "
+                        f"0x{raw[err.start]:02x} at byte offset {offset + err.start} of the "
+                        f"file, column {err.start + 1} of the line); re-encode the file as "
+                        "UTF-8") from None
+                if offset == 0:
+                    text = text.removeprefix("\ufeff")
+                yield text
+                offset += len(raw)
+                line += 1
+        except (OSError, EOFError, ValueError) as err:
+            if isinstance(err, DataError):
+                raise
+            raise DataError(f"{piece.path}: cannot read past byte {offset} of the "
+                            f"decompressed text ({err})") from None
+
+
+def _where(piece: Piece, line: int, offset: int) -> str:
+    """"path:line" of a line `line` lines into `piece` (at byte `offset`)."""
+    first = 1 if piece.start == 0 else _line_number(piece.path, piece.start)
+    return f"{piece.path}:{first + line}"
 
 
 def read_documents(
     patterns: str | Sequence[str],
     *,
     doc_separator: str = "file",
+    corpus_format: str = "paragraphs",
+    text_field: str = "text",
     key: str = "files",
     max_sentence_chars: int = MAX_SENTENCE_CHARS,
 ) -> tuple[list[list[str]], CorpusSummary]:
@@ -170,38 +264,79 @@ def read_documents(
     files, and a corpus with no usable document.
     """
     check_doc_separator(doc_separator)
+    check_corpus_format(corpus_format)
     summary = CorpusSummary()
     documents: list[list[str]] = []
     for path in expand_files(patterns, key=key):
-        documents.extend(read_file_documents(path, doc_separator, summary, max_sentence_chars))
+        documents.extend(piece_documents(
+            Piece(str(path)), summary, doc_separator=doc_separator, corpus_format=corpus_format,
+            text_field=text_field, max_sentence_chars=max_sentence_chars))
     check_not_empty(summary, key)
     return documents, summary
 
 
 def read_file_documents(path: Path, doc_separator: str, summary: CorpusSummary,
                         max_sentence_chars: int = MAX_SENTENCE_CHARS) -> list[list[str]]:
-    """The kept documents of one file; adds what it read and skipped to `summary`."""
-    summary.files += 1
-    documents = []
-    file_has_text = False
-    for paragraphs in _documents_in_text(read_text(path), doc_separator):
+    """The kept documents of one file of paragraphs; adds what it read and skipped to `summary`."""
+    return list(piece_documents(Piece(str(path)), summary, doc_separator=doc_separator,
+                                max_sentence_chars=max_sentence_chars))
+
+
+def _paragraph_groups(piece: Piece, doc_separator: str, corpus_format: str,
+                      text_field: str) -> Iterator[list[str]]:
+    """Each document of the piece as its stripped, non-empty lines."""
+    if corpus_format != "jsonl":
+        paragraphs: list[str] = []
+        for raw_line in piece_lines(piece):
+            line = raw_line.strip()
+            if line:
+                paragraphs.append(line)
+            elif doc_separator == "blank_line" and paragraphs:
+                yield paragraphs
+                paragraphs = []
+        if paragraphs or doc_separator == "file":
+            yield paragraphs
+        return
+    for number, raw_line in enumerate(piece_lines(piece)):
+        if not raw_line.strip():
+            continue
+        try:
+            record = json.loads(raw_line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{_where(piece, number, 0)}: invalid JSON ({err.msg} at column "
+                            f"{err.colno})") from None
+        text = record.get(text_field) if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise DataError(f"{_where(piece, number, 0)}: expected a JSON object with a string "
+                            f"field {text_field!r} (config.data.text_field), got "
+                            f"{raw_line.strip()[:80]!r}")
+        yield [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def piece_documents(piece: Piece, summary: CorpusSummary, *, doc_separator: str = "file",
+                    corpus_format: str = "paragraphs", text_field: str = "text",
+                    max_sentence_chars: int = MAX_SENTENCE_CHARS) -> Iterator[list[str]]:
+    """The kept documents of a piece, streamed; adds what it read and skipped to `summary`."""
+    summary.files += piece.start == 0
+    piece_has_text = False
+    for paragraphs in _paragraph_groups(piece, doc_separator, corpus_format, text_field):
         sentences = []
         for paragraph in paragraphs:
-            for sentence in _sentences(paragraph):
+            found = [paragraph] if corpus_format == "sentences" else _sentences(paragraph)
+            for sentence in found:
                 pieces = _cut_long(sentence, max_sentence_chars)
                 summary.long_sentences_cut += len(pieces) > 1
                 sentences.extend(pieces)
-        file_has_text = file_has_text or bool(sentences)
+        piece_has_text = piece_has_text or bool(sentences)
         if len(sentences) >= 2:
-            documents.append(sentences)
             summary.documents += 1
             summary.sentences += len(sentences)
             summary.characters += sum(len(s) for s in sentences)
+            yield sentences
         elif sentences:
             summary.skipped_one_sentence_documents += 1
-    if not file_has_text:
-        summary.skipped_empty_files.append(str(path))
-    return documents
+    if not piece_has_text and piece.whole_file:
+        summary.skipped_empty_files.append(piece.path)
 
 
 def check_not_empty(summary: CorpusSummary, key: str) -> None:

@@ -24,9 +24,11 @@ counted, not simulated: which side loses how many tokens follows from the two le
 how many of those come off the front is Binomial(n, 1/2), as n fair coin flips are. Documents
 are paired in worker processes (`num_workers`).
 
-Determinism: document `d` of duplicate `k` uses `numpy.random.default_rng([seed, k, d])`, so
-the output is a pure function of (documents, settings, seed), independent of processing order
-and of the number of workers.
+Determinism: document `d` of duplicate `k` of corpus part `p` (bert/data/plan.py) uses
+`numpy.random.default_rng([seed, p, k, d])`, so the output is a pure function of (documents,
+settings, seed), independent of processing order, of the number of workers and of how many
+processes share the parts. The random document of a NotNext pair comes from the same part, as
+in the released recipe, which is run on each shard of the input separately.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class _PairingState:
     max_seq_len: int
     short_seq_prob: float
     seed: int
+    part: int = 0
 
     @functools.cached_property
     def document_starts_list(self) -> list[int]:  # scalar reads from a list are ~5x faster
@@ -111,7 +114,7 @@ def _document_pairs(document: int, dupe: int) -> list[tuple[int, int, int, int, 
     """The pair spans of one document (see the module docstring for the walk)."""
     state = _state
     assert state is not None, "_set_pairing_state runs first"
-    rng = np.random.default_rng([state.seed, dupe, document])
+    rng = np.random.default_rng([state.seed, state.part, dupe, document])
     sentence_starts, document_starts = state.sentence_starts, state.document_starts_list
     first, end = document_starts[document], document_starts[document + 1]
     count = end - first
@@ -203,6 +206,63 @@ def _rows(tokens: np.ndarray, spans: np.ndarray, *, max_seq_len: int, cls_id: in
     return Instances(input_ids, segment_ids, lengths, spans[:, _LABEL].astype(np.int32))
 
 
+def _check_settings(max_seq_len: int, short_seq_prob: float, dupe_factor: int) -> None:
+    if max_seq_len < 5:
+        raise DataError(f"config.max_seq_len must be at least 5 for [CLS] A [SEP] B [SEP], "
+                        f"got {max_seq_len}")
+    if not 0.0 <= short_seq_prob <= 1.0:
+        raise DataError(f"config.data.short_seq_prob must be in [0, 1], got {short_seq_prob}")
+    if dupe_factor < 1:
+        raise DataError(f"config.data.dupe_factor must be >= 1, got {dupe_factor}")
+
+
+def _pairable(documents: Sequence[Document] | TokenizedCorpus, max_seq_len: int,
+              where: str) -> TokenizedCorpus:
+    corpus = (documents if isinstance(documents, TokenizedCorpus)
+              else TokenizedCorpus.from_documents(documents))
+    corpus = corpus.split_long_sentences(max_seq_len - 3)
+    if corpus.num_documents < 2:
+        raise DataError(f"next-sentence prediction needs at least two non-empty documents to "
+                        f"draw random sentences from, got {corpus.num_documents}{where}")
+    return corpus
+
+
+def _instances(corpus: TokenizedCorpus, spans: list[np.ndarray], *, max_seq_len: int,
+               cls_id: int, sep_id: int, pad_id: int) -> Instances:
+    spans_array = np.concatenate(spans)  # [N, 5]
+    if not len(spans_array):
+        raise DataError("no instance could be built: next-sentence prediction needs documents "
+                        "of two or more sentences")
+    return _rows(corpus.tokens, spans_array, max_seq_len=max_seq_len, cls_id=cls_id,
+                 sep_id=sep_id, pad_id=pad_id)
+
+
+def part_instances(
+    documents: Sequence[Document] | TokenizedCorpus,
+    *,
+    part: int,
+    dupe: int,
+    max_seq_len: int,
+    short_seq_prob: float,
+    seed: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    where: str = "",
+) -> Instances:
+    """Duplicate `dupe` of the instances of corpus part `part`, in this process.
+
+    `where` names the part in errors (e.g. " in part 3 (corpus/a.txt)").
+    """
+    _check_settings(max_seq_len, short_seq_prob, dupe + 1)
+    corpus = _pairable(documents, max_seq_len, where)
+    _set_pairing_state(_PairingState(corpus.sentence_starts, corpus.document_starts,
+                                     max_seq_len, short_seq_prob, seed, part))
+    spans = _pair_documents((dupe, range(corpus.num_documents)))
+    return _instances(corpus, [spans], max_seq_len=max_seq_len, cls_id=cls_id, sep_id=sep_id,
+                      pad_id=pad_id)
+
+
 def create_instances(
     documents: Sequence[Document] | TokenizedCorpus,
     *,
@@ -215,33 +275,20 @@ def create_instances(
     pad_id: int,
     num_workers: int = 1,
 ) -> Instances:
-    """All instances of all documents, `dupe_factor` times with independent randomness.
+    """All instances of all documents (as part 0), `dupe_factor` times with independent
+    randomness.
 
     Rows come out grouped by duplicate, then document (the input pipeline shuffles). The
     result is the same for any `num_workers` (processes pairing documents).
     """
-    if max_seq_len < 5:
-        raise DataError(f"config.max_seq_len must be at least 5 for [CLS] A [SEP] B [SEP], "
-                        f"got {max_seq_len}")
-    if not 0.0 <= short_seq_prob <= 1.0:
-        raise DataError(f"config.data.short_seq_prob must be in [0, 1], got {short_seq_prob}")
-    if dupe_factor < 1:
-        raise DataError(f"config.data.dupe_factor must be >= 1, got {dupe_factor}")
-    corpus = (documents if isinstance(documents, TokenizedCorpus)
-              else TokenizedCorpus.from_documents(documents))
-    corpus = corpus.split_long_sentences(max_seq_len - 3)
-    if corpus.num_documents < 2:
-        raise DataError(f"next-sentence prediction needs at least two non-empty documents to "
-                        f"draw random sentences from, got {corpus.num_documents}")
+    _check_settings(max_seq_len, short_seq_prob, dupe_factor)
+    corpus = _pairable(documents, max_seq_len, "")
     state = _PairingState(corpus.sentence_starts, corpus.document_starts, max_seq_len,
                           short_seq_prob, seed)
     sizes = np.diff(corpus.document_starts).tolist()  # sentences per document
     chunks = balanced_chunks(sizes, num_workers * TASKS_PER_WORKER)
     tasks = [(dupe, chunk) for dupe in range(dupe_factor) for chunk in chunks]
     with worker_map(min(num_workers, len(tasks)), _set_pairing_state, (state,)) as map_:
-        spans = np.concatenate(map_(_pair_documents, tasks))  # [N, 5]
-    if not len(spans):
-        raise DataError("no instance could be built: next-sentence prediction needs documents "
-                        "of two or more sentences")
-    return _rows(corpus.tokens, spans, max_seq_len=max_seq_len, cls_id=cls_id, sep_id=sep_id,
-                 pad_id=pad_id)
+        spans = list(map_(_pair_documents, tasks))
+    return _instances(corpus, spans, max_seq_len=max_seq_len, cls_id=cls_id, sep_id=sep_id,
+                      pad_id=pad_id)

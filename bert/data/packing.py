@@ -46,14 +46,15 @@ class PackedInstances:
 
 
 def pack_indices(lengths: np.ndarray, *, max_seq_len: int, max_instances: int,
-                 seed: int) -> np.ndarray:
+                 seed: int, shard: tuple[int, ...] = ()) -> np.ndarray:
     """int64 [R, K]: which instances share each row (-1 for an empty slot); every instance
     appears exactly once, rows hold at most `max_seq_len` tokens and `max_instances` instances.
+    `shard` (e.g. part and duplicate) keys the tie order of separately packed groups.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if len(lengths) and (lengths.max() > max_seq_len or lengths.min() < 1):
         raise ValueError(f"instance lengths must be in [1, {max_seq_len}]")
-    tie_order = np.random.default_rng([seed, PACKING_STREAM]).permutation(len(lengths))
+    tie_order = np.random.default_rng([seed, PACKING_STREAM, *shard]).permutation(len(lengths))
     order = np.lexsort((tie_order, -lengths)).tolist()  # longest first
     smallest = int(lengths.min()) if len(lengths) else 1
     rows: list[list[int]] = []

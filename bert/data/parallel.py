@@ -25,7 +25,7 @@ from bert.data.corpus import DataError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-MapFn = Callable[[Callable[[Item], Result], Sequence[Item]], list[Result]]
+MapFn = Callable[[Callable[[Item], Result], Sequence[Item]], Iterator[Result]]
 
 # Tasks per worker: enough to even out unequal task sizes, few enough that per-task overhead
 # (pickling arguments and results) stays small.
@@ -54,19 +54,20 @@ def _start_method() -> str:
 @contextlib.contextmanager
 def worker_map(num_workers: int, initializer: Callable[..., None],
                initargs: tuple[Any, ...]) -> Iterator[MapFn]:
-    """Yields `map(fn, items) -> list` running in `num_workers` processes (1: this process).
+    """Yields `map(fn, items)` running in `num_workers` processes (1: this process); results
+    come back lazily, in order, as they are ready.
 
     `initializer(*initargs)` runs once in each worker first, to hand over what every task needs
     (a tokenizer, the corpus's sentence lengths) without pickling it into every task.
     """
     if num_workers <= 1:
         initializer(*initargs)
-        yield lambda fn, items: [fn(item) for item in items]
+        yield lambda fn, items: (fn(item) for item in items)
         return
     context = multiprocessing.get_context(_start_method())
     with ProcessPoolExecutor(num_workers, mp_context=context, initializer=initializer,
                              initargs=initargs) as executor:
-        yield lambda fn, items: list(executor.map(fn, items))
+        yield lambda fn, items: executor.map(fn, items)
 
 
 def balanced_chunks(sizes: Sequence[int], num_chunks: int) -> list[range]:

@@ -1,34 +1,45 @@
-"""Prepare pretraining examples once, store them as .npy files, reuse them on every run.
+"""Prepare pretraining examples once, as shards, and reuse them on every run.
 
-    corpus files ─▶ documents ─▶ token ids ─▶ NSP instances ─▶ (static masks)
-        ─▶ <cache>/examples-<key>/
+    corpus files ─plan─▶ parts ─▶ documents ─▶ token ids ─▶ NSP instances ─▶ (static masks)
+        ─▶ <cache>/examples-<key>/<split>/part-NNNNN/
 
 The folder name is a hash of everything that changes the content (files with sizes and
-mtimes, tokenizer fingerprint, sequence length, duplication, short-sequence probability,
-seed, and the masking settings when masks are stored), so a changed input is a new folder and
-an unchanged one is a free reload. Folders are written under a temporary name and renamed
-into place, so a crash or a concurrent writer never leaves a half-written cache that a later
-run would trust.
+mtimes, corpus format, part size, tokenizer fingerprint, sequence length, duplication,
+short-sequence probability, seed, and the masking settings when masks are stored), so a changed
+input is a new folder and an unchanged one is a free reload.
 
-Layout of one examples folder (N rows, T = max_seq_len, P = max_predictions_per_seq):
+The corpus is cut into parts of about `config.data.part_mb` of text (bert/data/plan.py), and
+each part is read, tokenized, paired and masked alone into its own shard (bert/data/shards.py):
+memory is bounded by the part size times the worker processes, whatever the corpus size. Parts
+are the unit of work: process I of N (`python -m bert.prepare --shard I --num_shards N`, or
+the processes of a multi-host `bert.pretrain`) prepares parts I, I + N, I + 2N, ... of the
+train and eval splits together; part p's shard does not depend on N or on the worker count, so
+the examples are the same however the work was shared. Shards are renamed into place when
+complete and the folder's summary.json is written once all of them exist: a crash or kill
+leaves complete shards, which a rerun keeps, and nothing a later run would trust half-written.
+
+Layout of one examples folder (n rows per shard, T = max_seq_len, P = max_predictions_per_seq):
 
     key.json                   what the hash was computed from (for humans)
-    summary.json               documents read, skipped files, instances, tokens, IsNext fraction
-    train/input_ids.npy        int32 [N, T]  [CLS] A [SEP] B [SEP], padded with pad_id
-    train/segment_ids.npy      int8  [N, T]
-    train/lengths.npy          int32 [N]
-    train/next_sentence_labels.npy  int32 [N]  0 = IsNext, 1 = NotNext
-    train/masked_lm_{positions,ids,inputs,weights}.npy  [N, P]  only for static masking
-    train/instance_lengths.npy int32 [N, K]  only with packing: rows hold up to K instances
-                               (bert/data/packing.py); next_sentence_labels is then [N, K]
+    plan.json                  the parts of each split: files and byte ranges
+    summary.json               totals: documents, instances, tokens, IsNext fraction, per split
+    train/part-NNNNN/input_ids.npy        int32 [n, T]  [CLS] A [SEP] B [SEP], padded with pad_id
+    train/part-NNNNN/segment_ids.npy      int8  [n, T]
+    train/part-NNNNN/lengths.npy          int32 [n]
+    train/part-NNNNN/next_sentence_labels.npy  int32 [n]  0 = IsNext, 1 = NotNext
+    train/part-NNNNN/masked_lm_{positions,ids,inputs,weights}.npy  [n, P]  static masking only
+    train/part-NNNNN/instance_lengths.npy int32 [n, K]  only with packing: rows hold up to K
+                               instances (bert/data/packing.py); next_sentence_labels is [n, K]
+    train/part-NNNNN/summary.json          what the part read and made
     eval/...                   the same four unmasked arrays, if eval files are configured
                                (never packed: eval numbers stay comparable across settings)
 
-Reading, tokenizing and pairing run in `config.data.prep_workers` processes with results
-independent of their number (bert/data/parallel.py).
+A split's rows are its shards' rows in part order (`ShardedRows`), so the input pipeline's
+batch of step s is still a function of (seed, s) alone.
 
-When `config.data.tokenizer` is empty, a SentencePiece model is trained on the train files and
-kept in `<cache>/tokenizer-<key>/`, also written atomically.
+When `config.data.tokenizer` is empty, a tokenizer (`config.data.tokenizer_type`: SentencePiece,
+or the paper's uncased WordPiece) is trained on the train files and kept in
+`<cache>/tokenizer-<key>/`, also written atomically.
 """
 
 from __future__ import annotations
@@ -36,32 +47,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
+import math
 import os
 import shutil
+import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bert.data.corpus import DataError, check_doc_separator, expand_files, parse_file_patterns
-from bert.data.instances import IS_NEXT, Instances, create_instances
-from bert.data.masking import MaskingConfig, MaskVocabulary, mask_batch, row_keys
-from bert.data.packing import PackedInstances, pack, pack_indices
-from bert.data.parallel import resolve_workers
-from bert.data.tokenized import tokenize_files
+from bert.data.corpus import (CorpusSummary, DataError, check_corpus_format,
+                              check_doc_separator, expand_files, parse_file_patterns,
+                              piece_documents)
+from bert.data.masking import MaskingConfig, MaskVocabulary
+from bert.data.parallel import resolve_workers, worker_map
+from bert.data.plan import Part, plan_parts
+from bert.data.shards import (BASE_ARRAYS, MASK_ARRAYS, SUMMARY_FILE, ShardedRows, ShardJob,
+                              load_shards, shard_name, write_shard)
+from bert.files import write_atomically
 from bert.tokenizer import (SENTENCEPIECE_FILE, Tokenizer, TokenizerError, load_tokenizer,
                             train_sentencepiece)
+from bert.wordpiece import VOCAB_FILE, train_wordpiece
 
-FORMAT_VERSION = 3  # bump when the stored layout, the instance recipe or static masks change
+FORMAT_VERSION = 4  # bump when the stored layout, the instance recipe or static masks change
 MASKING_MODES = ("dynamic", "static")
-_BASE_ARRAYS = ("input_ids", "segment_ids", "lengths", "next_sentence_labels")
-_MASK_ARRAYS = ("masked_lm_positions", "masked_lm_ids", "masked_lm_inputs", "masked_lm_weights")
-# Random streams are keyed by (seed, purpose, ...) so that no two purposes share draws.
-STATIC_MASK_STREAM = 1
+TOKENIZER_TYPES = ("sentencepiece", "wordpiece")
 TOKENIZER_SEED = 0  # the vocabulary depends on the data only, so runs with other seeds share it
+# Text a tokenizer is trained on, at most: every k-th part of a larger corpus (a vocabulary
+# settles long before; SentencePiece samples 2M sentences of it in any case).
+TOKENIZER_TRAIN_BYTES = 1 << 30
+_WAIT_SECONDS = 5.0  # polling interval while other processes prepare their shares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +98,10 @@ class DataSettings:
     packing: bool  # rows of up to max_instances_per_pack instances (train split only)
     max_instances_per_pack: int
     prep_workers: int  # processes preparing examples; 0 = one per CPU core
+    corpus_format: str = "paragraphs"  # bert/data/corpus.py: paragraphs, sentences or jsonl
+    text_field: str = "text"  # the JSONL field holding a document's text
+    tokenizer_type: str = "sentencepiece"  # what to train when `tokenizer` is empty
+    part_bytes: int = 32 << 20  # text per corpus part (bert/data/plan.py)
 
     @classmethod
     def from_config(cls, config_data: Any, *, max_predictions_per_seq: int) -> DataSettings:
@@ -109,6 +130,15 @@ class DataSettings:
         max_instances_per_pack = _as_int(get("max_instances_per_pack", 3),
                                          "config.data.max_instances_per_pack", minimum=1)
         prep_workers = _as_int(get("prep_workers", 0), "config.data.prep_workers", minimum=0)
+        corpus_format = str(get("corpus_format", "paragraphs"))
+        check_corpus_format(corpus_format)
+        tokenizer_type = str(get("tokenizer_type", "sentencepiece"))
+        if tokenizer_type not in TOKENIZER_TYPES:
+            raise DataError(f"config.data.tokenizer_type must be one of {TOKENIZER_TYPES}, "
+                            f"got {tokenizer_type!r}")
+        part_mb = number("part_mb", 32)
+        if not part_mb > 0:
+            raise DataError(f"config.data.part_mb must be > 0, got {part_mb}")
         train_files = get("train_files", None)
         if train_files is None:
             raise DataError("config.data.train_files is missing: name the pretraining text files")
@@ -129,7 +159,9 @@ class DataSettings:
                    dupe_factor=dupe_factor, eval_dupe_factor=eval_dupe_factor,
                    short_seq_prob=short_seq_prob,
                    num_workers=num_workers, packing=packing,
-                   max_instances_per_pack=max_instances_per_pack, prep_workers=prep_workers)
+                   max_instances_per_pack=max_instances_per_pack, prep_workers=prep_workers,
+                   corpus_format=corpus_format, text_field=str(get("text_field", "text")),
+                   tokenizer_type=tokenizer_type, part_bytes=max(1, int(part_mb * (1 << 20))))
 
 
 def _config_getter(config_data: Any) -> Callable[[str, Any], Any]:
@@ -157,21 +189,21 @@ def _as_float(value: Any, key: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class SplitArrays:
-    """One split's stored examples, memory-mapped read-only."""
+    """One split's stored examples: its shards, memory-mapped read-only, joined row-wise."""
 
     directory: Path
-    input_ids: np.ndarray  # int32 [N, T]
-    segment_ids: np.ndarray  # int8 [N, T]
-    lengths: np.ndarray  # int32 [N]
-    next_sentence_labels: np.ndarray  # int32 [N], or [N, K] when packed
-    masked_lm_positions: np.ndarray | None = None  # int32 [N, P], static masking only
-    masked_lm_ids: np.ndarray | None = None  # int32 [N, P]
-    masked_lm_inputs: np.ndarray | None = None  # int32 [N, P]
-    masked_lm_weights: np.ndarray | None = None  # float32 [N, P]
-    instance_lengths: np.ndarray | None = None  # int32 [N, K], packed rows only
+    input_ids: ShardedRows  # int32 [N, T]
+    segment_ids: ShardedRows  # int8 [N, T]
+    lengths: ShardedRows  # int32 [N]
+    next_sentence_labels: ShardedRows  # int32 [N], or [N, K] when packed
+    masked_lm_positions: ShardedRows | None = None  # int32 [N, P], static masking only
+    masked_lm_ids: ShardedRows | None = None  # int32 [N, P]
+    masked_lm_inputs: ShardedRows | None = None  # int32 [N, P]
+    masked_lm_weights: ShardedRows | None = None  # float32 [N, P]
+    instance_lengths: ShardedRows | None = None  # int32 [N, K], packed rows only
 
     def __len__(self) -> int:
-        return int(self.lengths.shape[0])
+        return len(self.lengths)
 
     @property
     def has_static_masks(self) -> bool:
@@ -179,24 +211,16 @@ class SplitArrays:
 
     @classmethod
     def load(cls, directory: Path) -> SplitArrays:
-        names = list(_BASE_ARRAYS)
-        if (directory / "masked_lm_positions.npy").exists():
-            names += _MASK_ARRAYS
-        if (directory / "instance_lengths.npy").exists():
+        shards = sorted(p for p in directory.glob("part-*") if p.is_dir())
+        if not shards:
+            raise DataError(f"{directory} holds no shards; delete {directory.parent} to "
+                            "rebuild it")
+        names = list(BASE_ARRAYS)
+        if (shards[0] / "masked_lm_positions.npy").exists():
+            names += MASK_ARRAYS
+        if (shards[0] / "instance_lengths.npy").exists():
             names.append("instance_lengths")
-        arrays = {}
-        for name in names:
-            path = directory / f"{name}.npy"
-            if not path.is_file():
-                raise DataError(f"{path} is missing from the prepared-data cache; delete "
-                                f"{directory.parent} to rebuild it")
-            arrays[name] = np.load(path, mmap_mode="r")
-        split = cls(directory=directory, **arrays)
-        rows = {name: a.shape[0] for name, a in arrays.items()}
-        if len(set(rows.values())) != 1:
-            raise DataError(f"{directory}: arrays disagree on the number of rows {rows}; delete "
-                            f"{directory.parent} to rebuild it")
-        return split
+        return cls(directory=directory, **load_shards(shards, names))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,55 +275,179 @@ def _write_atomically(final: Path, write: Callable[[Path], None]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _plan(settings: DataSettings, patterns: Sequence[str], key: str) -> list[Part]:
+    return plan_parts(expand_files(patterns, key=key), corpus_format=settings.corpus_format,
+                      doc_separator=settings.doc_separator, part_bytes=settings.part_bytes)
+
+
+def training_sentences(settings: DataSettings,
+                       max_bytes: int = TOKENIZER_TRAIN_BYTES) -> Iterator[str]:
+    """The train files' sentences, streamed; of a corpus over `max_bytes`, every k-th part."""
+    parts = _plan(settings, settings.train_files, "config.data.train_files")
+    stride = max(1, math.ceil(sum(p.text_bytes for p in parts) / max_bytes))
+    summary = CorpusSummary()
+    for part in parts[::stride]:
+        for piece in part.pieces:
+            for document in piece_documents(piece, summary, doc_separator=settings.doc_separator,
+                                            corpus_format=settings.corpus_format,
+                                            text_field=settings.text_field):
+                yield from document
+
+
 def trained_tokenizer(settings: DataSettings, *, vocab_size: int, cache_dir: Path) -> Tokenizer:
-    """The SentencePiece model trained on the train files, trained on first use and cached."""
+    """The tokenizer trained on the train files (`settings.tokenizer_type`), cached."""
     material = {"format": FORMAT_VERSION, "vocab_size": vocab_size,
+                "type": settings.tokenizer_type, "corpus_format": settings.corpus_format,
                 "doc_separator": settings.doc_separator, "seed": TOKENIZER_SEED,
                 "files": file_fingerprints(settings.train_files, key="config.data.train_files")}
     folder = cache_dir / f"tokenizer-{_digest(material)}"
-    if not (folder / SENTENCEPIECE_FILE).is_file():
+    expected = VOCAB_FILE if settings.tokenizer_type == "wordpiece" else SENTENCEPIECE_FILE
+    if not (folder / expected).is_file():
         def write(tmp: Path) -> None:
+            sentences = training_sentences(settings)
             try:
-                train_sentencepiece(list(settings.train_files), vocab_size,
-                                    str(tmp / Path(SENTENCEPIECE_FILE).stem),
-                                    doc_separator=settings.doc_separator, seed=TOKENIZER_SEED)
+                if settings.tokenizer_type == "wordpiece":
+                    train_wordpiece(sentences, vocab_size).save(tmp)
+                else:
+                    train_sentencepiece([], vocab_size, str(tmp / Path(SENTENCEPIECE_FILE).stem),
+                                        sentences=sentences, seed=TOKENIZER_SEED)
             except TokenizerError as err:
-                raise DataError(f"training a tokenizer for config.model.vocab_size="
-                                f"{vocab_size} (config.data.tokenizer is empty): {err}") from None
+                raise DataError(f"training a {settings.tokenizer_type} tokenizer for "
+                                f"config.model.vocab_size={vocab_size} (config.data.tokenizer "
+                                f"is empty): {err}") from None
             (tmp / "key.json").write_text(json.dumps(material, indent=2) + "\n")
         _write_atomically(folder, write)
     return load_tokenizer(folder)
 
 
-def static_masks(instances: Instances | PackedInstances, mask: MaskingConfig, vocab: MaskVocabulary, *,
-                 seed: int, stream: int, chunk_rows: int = 4096) -> dict[str, np.ndarray]:
-    """Masks every row once; row i's masks are keyed by (seed, stream, i)."""
-    chunks = []
-    for first in range(0, len(instances), chunk_rows):
-        rows = np.arange(first, min(first + chunk_rows, len(instances)))
-        chunks.append(mask_batch(instances.input_ids[rows], instances.lengths[rows],
-                                 row_keys(seed, stream, rows), mask, vocab))
-    return {"masked_lm_positions": np.concatenate([c.positions for c in chunks]),
-            "masked_lm_ids": np.concatenate([c.labels for c in chunks]),
-            "masked_lm_inputs": np.concatenate([c.inputs for c in chunks]),
-            "masked_lm_weights": np.concatenate([c.weights for c in chunks])}
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    name: str  # "train" | "eval"
+    key: str  # the config key naming its files
+    dupe_factor: int
+    parts: tuple[Part, ...]
 
 
-def _split_summary(corpus_summary: dict[str, Any], instances: Instances,
-                   packed: PackedInstances | None, corpus_tokens: int) -> dict[str, Any]:
-    tokens = int(instances.lengths.sum())
-    summary = {**corpus_summary,
-               "corpus_tokens": corpus_tokens,
-               "instances": len(instances),
-               "instance_tokens": tokens,
-               "mean_instance_length": float(instances.lengths.mean()),
-               "is_next_fraction": float(np.mean(instances.next_sentence_labels == IS_NEXT)),
-               "padding_fraction": 1.0 - tokens / instances.input_ids.size}
-    if packed is not None:
-        summary.update(packed_rows=len(packed),
-                       packed_padding_fraction=1.0 - tokens / packed.input_ids.size,
-                       mean_instances_per_row=len(instances) / len(packed))
+def _splits(settings: DataSettings) -> list[_Split]:
+    splits = [_Split("train", "config.data.train_files", settings.dupe_factor,
+                     tuple(_plan(settings, settings.train_files, "config.data.train_files")))]
+    if settings.eval_files:
+        # Its masks are drawn from the seed at batch time; more than one pairing of the text
+        # gives NSP accuracy on more pairs.
+        splits.append(_Split("eval", "config.data.eval_files", settings.eval_dupe_factor,
+                             tuple(_plan(settings, settings.eval_files,
+                                         "config.data.eval_files"))))
+    return splits
+
+
+# Per-worker state: set once per process by `_set_job`, read by every task.
+_job: tuple[ShardJob, Path, dict[str, _Split]] | None = None
+
+
+def _set_job(job: ShardJob, folder: Path, splits: dict[str, _Split]) -> None:
+    global _job
+    _job = (job, folder, splits)
+
+
+def _prepare_part(task: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
+    """Writes one part's shard unless an earlier run did; returns (split, part, summary)."""
+    assert _job is not None, "_set_job runs first"
+    job, folder, splits = _job
+    name, index = task
+    split = splits[name]
+    final = folder / name / shard_name(index)
+    if not (final / SUMMARY_FILE).is_file():
+        is_train = name == "train"
+        split_job = job if is_train else dataclasses.replace(job, mask=None)
+        _write_atomically(final, lambda tmp: write_shard(
+            tmp, index, split.parts[index], split_job, split.dupe_factor,
+            pack_rows=is_train and job.packing))
+    return name, index, json.loads((final / SUMMARY_FILE).read_text())
+
+
+def _tasks(splits: Sequence[_Split]) -> list[tuple[str, int]]:
+    return [(split.name, index) for split in splits for index in range(len(split.parts))]
+
+
+def _log_part(name: str, index: int, summary: Mapping[str, Any]) -> None:
+    logging.info("%s part %d: %d documents, %d tokens, %d instances, %.1f MB in %.1fs", name,
+                 index, summary["documents"], summary["corpus_tokens"], summary["instances"],
+                 summary["text_bytes"] / 1e6, summary["seconds"])
+
+
+def _run_share(folder: Path, splits: Sequence[_Split], job: ShardJob, *, shard: int,
+               num_shards: int, workers: int) -> dict[str, Any]:
+    """Prepares this process's share of the parts, with a progress bar; returns its totals."""
+    from tqdm import tqdm
+
+    mine = _tasks(splits)[shard::num_shards]
+    by_name = {split.name: split for split in splits}
+    total_bytes = sum(by_name[name].parts[index].text_bytes for name, index in mine)
+    totals = {"parts": 0, "documents": 0, "corpus_tokens": 0, "instances": 0, "text_bytes": 0}
+    started = time.perf_counter()
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"prepare {shard}/{num_shards}",
+              disable=not mine, dynamic_ncols=True) as progress, \
+            worker_map(min(workers, len(mine)), _set_job, (job, folder, by_name)) as map_:
+        for name, index, summary in map_(_prepare_part, mine):
+            _log_part(name, index, summary)
+            totals["parts"] += 1
+            for key in ("documents", "corpus_tokens", "instances", "text_bytes"):
+                totals[key] += summary[key]
+            progress.update(summary["text_bytes"])
+            progress.set_postfix(docs=totals["documents"], tokens=totals["corpus_tokens"])
+    seconds = time.perf_counter() - started
+    totals.update(seconds=round(seconds, 2),
+                  mb_per_second=round(totals["text_bytes"] / 1e6 / max(seconds, 1e-9), 2))
+    logging.info("share %d of %d: %s", shard, num_shards, json.dumps(totals))
+    return totals
+
+
+def _split_summary(split: _Split, parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def total(key: str) -> int:
+        return sum(int(p[key]) for p in parts)
+
+    summary: dict[str, Any] = {key: total(key) for key in (
+        "files", "documents", "sentences", "characters", "skipped_one_sentence_documents",
+        "long_sentences_cut", "text_bytes", "corpus_tokens", "instances", "instance_tokens")}
+    summary["skipped_empty_files"] = [f for p in parts for f in p["skipped_empty_files"]]
+    summary["parts"] = len(parts)
+    summary["mean_instance_length"] = summary["instance_tokens"] / summary["instances"]
+    summary["is_next_fraction"] = total("is_next") / summary["instances"]
     return summary
+
+
+def _finish(folder: Path, splits: Sequence[_Split], settings: DataSettings,
+            max_seq_len: int) -> None:
+    """Writes the folder's summary.json from its shards' summaries (all must exist)."""
+    summary: dict[str, Any] = {}
+    for split in splits:
+        parts = [json.loads((folder / split.name / shard_name(i) / SUMMARY_FILE).read_text())
+                 for i in range(len(split.parts))]
+        summary[split.name] = _split_summary(split, parts)
+        tokens, rows = summary[split.name]["instance_tokens"], sum(p["rows"] for p in parts)
+        summary[split.name]["padding_fraction"] = 1.0 - tokens / (summary[split.name][
+            "instances"] * max_seq_len)
+        if split.name == "train" and settings.packing:
+            summary["train"].update(
+                packed_rows=rows, packed_padding_fraction=1.0 - tokens / (rows * max_seq_len),
+                mean_instances_per_row=summary["train"]["instances"] / rows)
+    summary["seconds_to_prepare"] = round(sum(
+        json.loads(p.read_text())["seconds"] for p in folder.glob(f"*/part-*/{SUMMARY_FILE}")), 2)
+    write_atomically(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _missing(folder: Path, splits: Sequence[_Split]) -> list[str]:
+    return [f"{name}/{shard_name(index)}" for name, index in _tasks(splits)
+            if not (folder / name / shard_name(index) / SUMMARY_FILE).is_file()]
+
+
+def _this_process() -> tuple[int, int]:
+    """(index, count) of this process in a multi-process JAX run, read without starting JAX's
+    runtime (which would make forking preparation workers unsafe); (0, 1) otherwise."""
+    distributed = sys.modules.get("jax._src.distributed")
+    state = getattr(distributed, "global_state", None)
+    count = getattr(state, "num_processes", None) or 1
+    return (int(getattr(state, "process_id", 0) or 0), int(count)) if count > 1 else (0, 1)
 
 
 def prepare_pretraining_data(
@@ -309,12 +457,26 @@ def prepare_pretraining_data(
     seed: int,
     cache_dir: str | Path,
     tokenizer: Tokenizer,
-) -> PreparedData:
-    """Builds (or reloads) the stored examples for `config_data` and returns them mapped."""
+    *,
+    shard: int | None = None,
+    num_shards: int | None = None,
+    wait: bool = True,
+) -> PreparedData | dict[str, Any]:
+    """Builds (or reloads) the stored examples for `config_data` and returns them mapped.
+
+    This process prepares parts shard, shard + num_shards, ... (default: its index and the
+    process count of a multi-process JAX run, else all parts). With `wait` it then waits for
+    the other processes' parts and returns the examples; without, it returns its share's totals
+    (`python -m bert.prepare`), finishing the folder if every part exists by then.
+    """
     settings = DataSettings.from_config(config_data,
                                         max_predictions_per_seq=max_predictions_per_seq)
     max_seq_len = _as_int(max_seq_len, "config.max_seq_len", minimum=5)
     seed = _as_int(seed, "config.seed", minimum=0)
+    if shard is None or num_shards is None:
+        shard, num_shards = _this_process()
+    if not 0 <= shard < num_shards:
+        raise DataError(f"--shard={shard} is outside [0, --num_shards={num_shards})")
     vocab = MaskVocabulary.from_tokenizer(tokenizer)
     cache_dir = Path(cache_dir)
 
@@ -324,63 +486,52 @@ def prepare_pretraining_data(
         "eval_files": (file_fingerprints(settings.eval_files, key="config.data.eval_files")
                        if settings.eval_files else []),
         "doc_separator": settings.doc_separator,
+        "corpus_format": settings.corpus_format,
+        "text_field": settings.text_field if settings.corpus_format == "jsonl" else None,
+        "part_bytes": settings.part_bytes,
         "tokenizer": tokenizer.fingerprint,
         "max_seq_len": max_seq_len,
         "dupe_factor": settings.dupe_factor,
+        "eval_dupe_factor": settings.eval_dupe_factor,
         "short_seq_prob": settings.short_seq_prob,
         "seed": seed,
         "static_masks": (dataclasses.asdict(settings.mask) if settings.masking == "static"
                          else None),
+        "max_instances_per_pack": settings.max_instances_per_pack if settings.packing else None,
     }
-    if settings.packing:  # only then, so that unpacked caches keep their names
-        material["max_instances_per_pack"] = settings.max_instances_per_pack
-    if settings.eval_dupe_factor != 1:  # likewise
-        material["eval_dupe_factor"] = settings.eval_dupe_factor
     folder = cache_dir / f"examples-{_digest(material)}"
-
+    share: dict[str, Any] = {}
     if not (folder / "summary.json").is_file():
-        def write(tmp: Path) -> None:
-            started = time.time()
-            summary: dict[str, Any] = {}
-            splits = [("train", settings.train_files, "config.data.train_files",
-                       settings.dupe_factor)]
-            if settings.eval_files:
-                # Its masks are drawn from the seed at batch time; more than one pairing of the
-                # text gives NSP accuracy on more pairs.
-                splits.append(("eval", settings.eval_files, "config.data.eval_files",
-                               settings.eval_dupe_factor))
-            workers = resolve_workers(settings.prep_workers)
-            for name, patterns, key, dupe_factor in splits:
-                corpus, corpus_summary = tokenize_files(
-                    patterns, tokenizer=tokenizer, doc_separator=settings.doc_separator,
-                    key=key, num_workers=workers)
-                instances = create_instances(
-                    corpus, max_seq_len=max_seq_len, short_seq_prob=settings.short_seq_prob,
-                    dupe_factor=dupe_factor, seed=seed, cls_id=tokenizer.cls_id,
-                    sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id, num_workers=workers)
-                packed = None
-                rows: Instances | PackedInstances = instances
-                if name == "train" and settings.packing:
-                    packs = pack_indices(instances.lengths, max_seq_len=max_seq_len,
-                                         max_instances=settings.max_instances_per_pack,
-                                         seed=seed)
-                    rows = packed = pack(instances, packs, pad_id=tokenizer.pad_id)
-                arrays = {name: getattr(rows, name) for name in _BASE_ARRAYS}
-                if packed is not None:
-                    arrays["instance_lengths"] = packed.instance_lengths
-                if name == "train" and settings.masking == "static":
-                    arrays.update(static_masks(rows, settings.mask, vocab, seed=seed,
-                                               stream=STATIC_MASK_STREAM))
-                (tmp / name).mkdir()
-                for array_name, array in arrays.items():
-                    np.save(tmp / name / f"{array_name}.npy", array)
-                summary[name] = _split_summary(corpus_summary.to_dict(), instances, packed,
-                                               corpus_tokens=int(corpus.tokens.size))
-            summary["seconds_to_prepare"] = round(time.time() - started, 2)
-            (tmp / "key.json").write_text(json.dumps(material, indent=2) + "\n")
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _write_atomically(folder, write)
-
+        splits = _splits(settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in (("key.json", material),
+                           ("plan.json", {s.name: [p.to_dict() for p in s.parts]
+                                          for s in splits})):
+            if not (folder / name).is_file():
+                write_atomically(folder / name, json.dumps(text, indent=2) + "\n")
+        job = ShardJob(tokenizer=tokenizer, corpus_format=settings.corpus_format,
+                       doc_separator=settings.doc_separator, text_field=settings.text_field,
+                       max_seq_len=max_seq_len, short_seq_prob=settings.short_seq_prob,
+                       seed=seed, mask=settings.mask if settings.masking == "static" else None,
+                       vocab=vocab, packing=settings.packing,
+                       max_instances_per_pack=settings.max_instances_per_pack)
+        share = _run_share(folder, splits, job, shard=shard, num_shards=num_shards,
+                           workers=resolve_workers(settings.prep_workers))
+        missing = _missing(folder, splits)
+        waited = 0.0
+        while missing and wait:
+            if waited % 60 < _WAIT_SECONDS:
+                logging.info("waiting for %d parts that other processes prepare (e.g. %s)",
+                             len(missing), missing[0])
+            time.sleep(_WAIT_SECONDS)
+            waited += _WAIT_SECONDS
+            missing = _missing(folder, splits)
+        if missing:
+            return share
+        if not (folder / "summary.json").is_file():
+            _finish(folder, splits, settings, max_seq_len)
+    if not wait:
+        return share
     summary = json.loads((folder / "summary.json").read_text())
     train = SplitArrays.load(folder / "train")
     if settings.masking == "static" and not train.has_static_masks:
@@ -392,12 +543,8 @@ def prepare_pretraining_data(
                         pad_id=tokenizer.pad_id, summary=summary)
 
 
-def build(config: Any, workdir: str | Path) -> tuple[Tokenizer, PreparedData]:
-    """The training code's one call: tokenizer and prepared examples for a full config.
-
-    Reads config.data, config.seed, config.max_seq_len, config.max_predictions_per_seq and
-    config.model.vocab_size. The cache lives in config.data.cache_dir, or `<workdir>/data`.
-    """
+def data_tokenizer(config: Any, workdir: str | Path) -> tuple[Tokenizer, Path]:
+    """The tokenizer of `config` (loaded, or trained and cached) and the cache folder."""
     settings = DataSettings.from_config(
         config.data, max_predictions_per_seq=config.max_predictions_per_seq)
     cache_dir = Path(getattr(config.data, "cache_dir", "") or Path(workdir) / "data")
@@ -413,7 +560,20 @@ def build(config: Any, workdir: str | Path) -> tuple[Tokenizer, PreparedData]:
                             f"({tokenizer.vocab_size} tokens)")
     else:
         tokenizer = trained_tokenizer(settings, vocab_size=vocab_size, cache_dir=cache_dir)
+    return tokenizer, cache_dir
+
+
+def build(config: Any, workdir: str | Path) -> tuple[Tokenizer, PreparedData]:
+    """The training code's one call: tokenizer and prepared examples for a full config.
+
+    Reads config.data, config.seed, config.max_seq_len, config.max_predictions_per_seq and
+    config.model.vocab_size. The cache lives in config.data.cache_dir, or `<workdir>/data`.
+    In a multi-process run each process prepares only its share of missing parts, then waits
+    for the others' (the cache must be on storage every process sees).
+    """
+    tokenizer, cache_dir = data_tokenizer(config, workdir)
     prepared = prepare_pretraining_data(config.data, config.max_seq_len,
                                         config.max_predictions_per_seq, config.seed,
                                         cache_dir, tokenizer)
+    assert isinstance(prepared, PreparedData)
     return tokenizer, prepared

@@ -117,7 +117,7 @@ def tokenize_files(patterns: str | Sequence[str], *, tokenizer: Tokenizer, doc_s
     groups = balanced_chunks([f.stat().st_size for f in files], num_workers * TASKS_PER_WORKER)
     with worker_map(min(num_workers, len(groups)), _set_worker_state,
                     (tokenizer, doc_separator)) as map_:
-        results = map_(_tokenize_files, [[files[i] for i in group] for group in groups])
+        results = list(map_(_tokenize_files, [[files[i] for i in group] for group in groups]))
     summary = CorpusSummary()
     for _, part in results:
         summary.add(part)

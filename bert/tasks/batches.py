@@ -48,12 +48,16 @@ def _bucket(length: int, buckets: Sequence[int]) -> int:
 
 def take_rows(features: Features, rows: np.ndarray, length: int, max_seq_len: int,
               weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """`rows` of every array, token axes cut to `length`, with example_weights (1 by default)."""
+    """`rows` of every array, token axes cut to `length`, with example_weights (1 by default).
+
+    The token axis is input_mask's last axis: arrays with more axes (per-word vectors) keep
+    theirs after it uncut."""
+    axis = features["input_mask"].ndim - 1
     batch = {}
     for key, value in features.items():
         value = value[rows]
-        if value.ndim >= 2 and value.shape[-1] == max_seq_len:
-            value = value[..., :length]
+        if value.ndim > axis >= 1 and value.shape[axis] == max_seq_len:
+            value = value[(slice(None),) * axis + (slice(None, length),)]
         batch[key] = value
     batch[EXAMPLE_WEIGHTS] = (np.ones(len(rows), np.float32) if weights is None
                               else weights.astype(np.float32))

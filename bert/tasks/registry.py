@@ -8,6 +8,7 @@ predictions. Adding a task is adding a family, never a training loop.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -17,16 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from bert import heads, train
+from bert import checkpoint, heads, train
 from bert.model import BertConfig
-from bert.tasks import classification, multiple_choice, squad, tagging
+from bert.tasks import classification, feature_probe, multiple_choice, squad, tagging
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
 Batch = Mapping[str, Array]
 
 GLUE_TASKS = tuple(name for name in classification.GLUE_TASKS if name != "ax")
-TASK_NAMES = (*GLUE_TASKS, "classify", "squad_v1", "squad_v2", "ner", "tag", "swag")
+TASK_NAMES = (*GLUE_TASKS, "classify", "squad_v1", "squad_v2", "ner", "tag", "swag",
+              "ner_features")
 
 
 class FineTuneTask(train.Task):
@@ -36,15 +38,23 @@ class FineTuneTask(train.Task):
 
     def __init__(self, model: nn.Module, *, loss_sums: Callable[[Any, Batch], dict[str, Array]],
                  sum_keys: tuple[str, ...], count: Callable[[Batch], Array],
-                 predictions: Callable[[Any], dict[str, Array]], choices: int = 0) -> None:
+                 predictions: Callable[[Any], dict[str, Array]], choices: int = 0,
+                 inputs: Mapping[str, Array] | None = None) -> None:
+        """`inputs`: init inputs of a model that takes other inputs than token ids; their keys
+        become the batch fields passed to the model."""
         self.model = model
         self._loss_sums = loss_sums
         self.sum_keys = sum_keys
         self._count = count
         self._predictions = predictions
         self._choices = choices
+        self._inputs = inputs
+        if inputs is not None:
+            self.model_input_keys = tuple(inputs)
 
     def init_inputs(self) -> dict[str, Array]:
+        if self._inputs is not None:
+            return dict(self._inputs)
         shape = (1, self._choices, 8) if self._choices else (1, 8)
         ids = jnp.zeros(shape, jnp.int32)
         return dict(input_ids=ids, segment_ids=ids, input_mask=jnp.ones_like(ids))
@@ -74,6 +84,46 @@ def _examples_count(batch: Batch) -> Array:
     return jnp.sum(batch["example_weights"].astype(jnp.float32))
 
 
+def _labelled_tokens(batch: Batch) -> Array:
+    return jnp.sum(batch["label_weights"] * batch["example_weights"][:, None])
+
+
+def token_task(model: nn.Module, inputs: Mapping[str, Array] | None = None) -> FineTuneTask:
+    """Cross-entropy over the labelled positions (label_weights) of real rows; label ids out."""
+    return FineTuneTask(
+        model, loss_sums=tagging.loss_sums, sum_keys=("loss_sum", "correct", "count"),
+        count=_labelled_tokens,
+        predictions=lambda logits: {"label_ids": jnp.argmax(logits, -1).astype(jnp.int32)},
+        inputs=inputs)
+
+
+def head_task(model: nn.Module) -> FineTuneTask:
+    """The objective of a bert.heads model, by its kind: cross-entropy over labels (regression:
+    squared error), over first sub-tokens (tagging), (start + end) / 2 (spans), over choices."""
+    kind = model.kind
+    if kind == "sequence_classification":
+        return FineTuneTask(model, loss_sums=classification.classification_loss_sums,
+                            sum_keys=("loss_sum", "correct", "count"), count=_examples_count,
+                            predictions=lambda logits: {"logits": logits})
+    if kind == "regression":
+        return FineTuneTask(model, loss_sums=classification.regression_loss_sums,
+                            sum_keys=("loss_sum", "count"), count=_examples_count,
+                            predictions=lambda logits: {"logits": logits})
+    if kind == "token_classification":
+        return token_task(model)
+    if kind == "question_answering":
+        return FineTuneTask(
+            model, loss_sums=squad.loss_sums,
+            sum_keys=("loss_sum", "count", "start_correct", "end_correct"), count=_examples_count,
+            predictions=lambda logits: {"start_logits": logits[0], "end_logits": logits[1]})
+    if kind == "multiple_choice":
+        return FineTuneTask(
+            model, loss_sums=multiple_choice.loss_sums, sum_keys=("loss_sum", "correct", "count"),
+            count=_examples_count, predictions=lambda scores: {"scores": scores},
+            choices=len(multiple_choice.ENDINGS))
+    raise ValueError(f"no fine-tuning objective for a {kind!r} head")
+
+
 @dataclasses.dataclass
 class Split:
     """One file's examples, their features (rows) and what maps rows back to examples."""
@@ -84,6 +134,10 @@ class Split:
     features: dict[str, np.ndarray]
     extra: Any = None  # e.g. SQuAD windows, tagging word maps
     skipped: int = 0  # records the official recipe skips (counted, reported)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.features["input_mask"])
 
 
 class Family:
@@ -111,7 +165,20 @@ class Family:
         raise NotImplementedError
 
     def task(self, model: nn.Module) -> FineTuneTask:
-        raise NotImplementedError
+        """The trainer's view of `model`: a bert.heads model's objective by default."""
+        return head_task(model)
+
+    def initial_params(self, source: str, model: nn.Module, rng: Array) -> tuple[Any, str]:
+        """The params training starts from, and a line saying where they came from; None
+        params: fresh ones from the runner. By default the checkpoint's encoder (and head, if
+        it is this task's) with new heads, as the paper fine-tunes."""
+        params, report = heads.init_finetune_params(source, model, rng, labels=self.labels or None)
+        return params, f"init from {source}: {report.summary()}"
+
+    def task_head(self, model: nn.Module) -> heads.TaskHead | None:
+        """The head the work directory says it holds (task.json beside bert_config.json); None:
+        the trained params are no BERT task model, so the directory is not made a model folder."""
+        return heads.TaskHead(model.kind, self.labels)
 
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         raise NotImplementedError
@@ -161,7 +228,7 @@ class Classification(Family):
             label=None if split == "test" else column(r.label_column),
             index=column(r.index_column) if r.index_column else None,
             labels=labels, regression=r.regression, file_format=r.format or None,
-            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting,
+            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting or None,
             header=r.header)
 
     def load(self, name: str, path: str) -> Split:
@@ -178,12 +245,6 @@ class Classification(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForSequenceClassification(bert_config, self.spec.num_labels)
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        regression = self.spec.regression
-        return FineTuneTask(
-            model, loss_sums=classification.loss_sums_fn(self.spec),
-            sum_keys=("loss_sum", "count") if regression else ("loss_sum", "correct", "count"),
-            count=_examples_count, predictions=lambda logits: {"logits": logits})
 
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         predicted = classification.predictions_from_outputs(predictions["logits"], self.spec)
@@ -235,14 +296,6 @@ class Tagging(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForTokenClassification(bert_config, len(self._labels))
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        def count(batch: Batch) -> Array:
-            return jnp.sum(batch["label_weights"] * batch["example_weights"][:, None])
-
-        return FineTuneTask(
-            model, loss_sums=tagging.loss_sums, sum_keys=("loss_sum", "correct", "count"),
-            count=count,
-            predictions=lambda logits: {"label_ids": jnp.argmax(logits, -1).astype(jnp.int32)})
 
     def _words(self, split: Split, predictions: Mapping[str, np.ndarray]) -> list[list[str]]:
         return tagging.word_predictions(predictions["label_ids"], split.extra, split.examples,
@@ -256,6 +309,66 @@ class Tagging(Family):
         path = os.path.join(directory, f"{split.name}_predictions.conll")
         tagging.write_conll(path, split.examples, self._words(split, predictions))
         return path
+
+
+class FeatureProbe(Tagging):
+    """`ner_features`: the paper's feature-based NER (Table 7). Word vectors of the frozen
+    encoder (cached, see bert/tasks/feature_probe.py) feed a BiLSTM tagger trained from scratch;
+    one row per sentence, one column per word.
+
+    The word axis is padded to config.max_seq_len (or the longest sentence, if longer), so the
+    length buckets of bert/tasks/batches cut it as they cut a token axis.
+    """
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        if not config.feature_cache_dir:
+            raise ValueError("config.feature_cache_dir is empty (bert.finetune sets it to "
+                             "DIR/feature_cache)")
+        source = config.init_checkpoint
+        self.encoder_config = dataclasses.replace(checkpoint.read_model_config(source),
+                                                  dtype=config.dtype)
+        self.strategy = feature_probe.strategy(config.feature_strategy,
+                                               self.encoder_config.num_layers)
+
+    @functools.cached_property
+    def _encoder_params(self) -> Any:
+        return checkpoint.load_params(self.config.init_checkpoint)["bert"]
+
+    def load(self, name: str, path: str) -> Split:
+        c = self.config
+        sentences = tagging.read_conll(path, labels=self._labels, encoding=c.reader.encoding)
+        cached = feature_probe.cached_word_features(
+            c.feature_cache_dir, c.init_checkpoint, path, sentences, self.tokenizer,
+            self.encoder_config, self._encoder_params, encoding=c.reader.encoding,
+            max_seq_len=int(c.max_seq_len), document_context=c.document_context,
+            batch_size=int(c.batch_size))
+        width = max([int(c.max_seq_len), *(len(s.words) for s in sentences)])
+        features = feature_probe.word_rows(sentences, self._labels, width)
+        features["word_features"] = feature_probe.LayerView(  # type: ignore[assignment]
+            cached, self.strategy.first, self.strategy.end, width)
+        return Split(name, path, sentences, features)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return feature_probe.BiLSTMTagger(
+            len(self._labels), self.strategy.combine, self.strategy.num_layers,
+            lstm_size=int(self.config.lstm_size), dropout_rate=float(self.config.dropout_rate))
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        shape = (1, 8, self.strategy.num_layers, self.encoder_config.hidden_size)
+        return token_task(model, inputs=dict(word_features=jnp.zeros(shape, jnp.float32),
+                                                input_mask=jnp.ones(shape[:2], jnp.int32)))
+
+    def initial_params(self, source: str, model: nn.Module, rng: Array) -> tuple[Any, str]:
+        return None, f"{self.strategy.name} features of the frozen encoder of {source}; " \
+                     "tagger initialised fresh"
+
+    def task_head(self, model: nn.Module) -> heads.TaskHead | None:
+        return None
+
+    def _words(self, split: Split, predictions: Mapping[str, np.ndarray]) -> list[list[str]]:
+        return feature_probe.predicted_tags(predictions["label_ids"], split.examples,
+                                            self._labels)
 
 
 # -------------------------------------------------------------------------------------- SQuAD
@@ -283,12 +396,6 @@ class Squad(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForQuestionAnswering(bert_config)
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        return FineTuneTask(
-            model, loss_sums=squad.loss_sums,
-            sum_keys=("loss_sum", "count", "start_correct", "end_correct"),
-            count=_examples_count,
-            predictions=lambda logits: {"start_logits": logits[0], "end_logits": logits[1]})
 
     def _answers(self, split: Split, predictions: Mapping[str, np.ndarray]) -> Any:
         c = self.config
@@ -326,11 +433,6 @@ class MultipleChoice(Family):
     def model(self, bert_config: BertConfig) -> nn.Module:
         return heads.BertForMultipleChoice(bert_config)
 
-    def task(self, model: nn.Module) -> FineTuneTask:
-        return FineTuneTask(
-            model, loss_sums=multiple_choice.loss_sums, sum_keys=("loss_sum", "correct", "count"),
-            count=_examples_count, predictions=lambda scores: {"scores": scores},
-            choices=len(multiple_choice.ENDINGS))
 
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         predicted = multiple_choice.predictions_from_outputs(predictions["scores"])
@@ -354,4 +456,6 @@ def family(config: ConfigDict, tokenizer: Tokenizer) -> Family:
         return Squad(config, tokenizer)
     if name == "swag":
         return MultipleChoice(config, tokenizer)
+    if name == "ner_features":
+        return FeatureProbe(config, tokenizer)
     raise ValueError(f"config.task={name!r} is not one of {', '.join(TASK_NAMES)}")

@@ -312,13 +312,19 @@ def featurize(
     return arrays, windows
 
 
+_PADDING_LOGIT = -1e9  # exp() of it is 0 in float32
+
+
 def loss_sums(outputs: tuple[Array, Array], batch: Mapping[str, Array]) -> dict[str, Array]:
     """Weighted sums over this (micro-)batch: loss_sum of (start CE + end CE) / 2 per window,
     count of real windows, and how many starts and ends the argmax gets right.
 
-    outputs: start and end logits (B, T) of `BertForQuestionAnswering`.
+    outputs: start and end logits (B, T) of `BertForQuestionAnswering`. Padding is kept out of
+    the softmax over positions (the original and transformers leave it in), so the loss of a
+    window does not depend on how far it is padded: a length bucket cannot change it.
     """
-    start_logits, end_logits = outputs
+    real = batch["input_mask"] > 0
+    start_logits, end_logits = (jnp.where(real, logits, _PADDING_LOGIT) for logits in outputs)
     weights = batch["example_weights"].astype(jnp.float32)  # (B,)
     start_nll, start_correct = _cross_entropy(start_logits, batch["start_positions"])
     end_nll, end_correct = _cross_entropy(end_logits, batch["end_positions"])

@@ -1,0 +1,135 @@
+"""A few fine-tuning steps equal transformers' PyTorch fine-tuning from the same weights.
+
+Every head starts from one random transformers model (imported through bert.convert), dropout
+off, and takes four steps on the same batches with the paper's optimizer on both sides: AdamW
+(eps 1e-6, weight decay 0.01 on everything but biases and LayerNorm), global-norm clip 1.0,
+linear decay. The losses of every step, and so the updates between them, must agree: this covers
+each head's loss (cross-entropy, MSE for regression, first sub-tokens only for tagging, the mean
+of start and end losses, softmax over choices) and the optimizer recipe.
+"""
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+from ml_collections import ConfigDict
+
+from bert import convert, train
+from bert.heads import TaskHead
+from bert.model import BertConfig
+from bert.optim import make_optimizer
+from bert.tasks.registry import head_task
+from tests import hf_reference
+
+VOCAB_SIZE = 100
+CONFIG = BertConfig(vocab_size=VOCAB_SIZE, hidden_size=64, num_layers=2, num_heads=4,
+                    intermediate_size=128, max_position_embeddings=64, dropout_rate=0.0,
+                    attention_dropout_rate=0.0)
+HEADS = {
+    "sequence_classification": TaskHead("sequence_classification", ("a", "b", "c")),
+    "regression": TaskHead("regression"),
+    "token_classification": TaskHead("token_classification", ("O", "B-X", "I-X")),
+    "question_answering": TaskHead("question_answering"),
+    "multiple_choice": TaskHead("multiple_choice"),
+}
+STEPS, LEARNING_RATE, WEIGHT_DECAY, EPS = 4, 1e-3, 0.01, 1e-6
+
+
+def _batch(kind: str, seed: int) -> dict[str, np.ndarray]:
+    """Padded rows and the labels of `kind`; multiple choice as (4 questions, 2 choices, T)."""
+    rng = np.random.default_rng(seed)
+    rows = 8 if kind == "multiple_choice" else 4
+    batch = hf_reference.random_batch(VOCAB_SIZE, batch_size=rows, seq_len=12, seed=seed)
+    del batch["masked_lm_positions"]
+    batch["example_weights"] = np.ones(rows, np.float32)
+    if kind == "sequence_classification":
+        batch["label_ids"] = rng.integers(0, 3, rows).astype(np.int32)
+    elif kind == "regression":
+        batch["label_values"] = rng.uniform(0, 5, rows).astype(np.float32)
+    elif kind == "token_classification":
+        first_pieces = (rng.random(batch["input_ids"].shape) < 0.6) & (batch["input_mask"] > 0)
+        first_pieces[:, 0] = False  # [CLS] is never labelled
+        batch["label_weights"] = first_pieces.astype(np.float32)
+        batch["label_ids"] = (rng.integers(0, 3, first_pieces.shape) * first_pieces).astype(np.int32)
+    elif kind == "question_answering":  # whole rows: padding is outside our softmax, not theirs
+        batch["input_mask"][:] = 1
+        batch["input_ids"][batch["input_ids"] == 0] = 7
+        lengths = batch["input_mask"].sum(1)
+        batch["start_positions"] = rng.integers(0, lengths // 2).astype(np.int32)
+        batch["end_positions"] = (batch["start_positions"] + rng.integers(0, 3, rows)).astype(np.int32)
+    else:
+        questions = {k: v.reshape(4, 2, -1) for k, v in batch.items() if v.ndim == 2}
+        return {**questions, "label_ids": rng.integers(0, 2, 4).astype(np.int32),
+                "example_weights": np.ones(4, np.float32)}
+    return batch
+
+
+def _torch_loss(model: torch.nn.Module, kind: str, batch: dict[str, np.ndarray]) -> torch.Tensor:
+    tensor = lambda name: torch.from_numpy(batch[name]).long()  # noqa: E731
+    inputs = dict(input_ids=tensor("input_ids"), token_type_ids=tensor("segment_ids"),
+                  attention_mask=tensor("input_mask"))
+    if kind == "regression":
+        inputs["labels"] = torch.from_numpy(batch["label_values"])
+    elif kind == "token_classification":  # transformers ignores label -100
+        labels = np.where(batch["label_weights"] > 0, batch["label_ids"], -100)
+        inputs["labels"] = torch.from_numpy(labels).long()
+    elif kind == "question_answering":
+        inputs["start_positions"] = tensor("start_positions")
+        inputs["end_positions"] = tensor("end_positions")
+    else:
+        inputs["labels"] = tensor("label_ids")
+    return model(**inputs).loss
+
+
+def _torch_losses(model: torch.nn.Module, kind: str, batches: list) -> list[float]:
+    """transformers' fine-tuning recipe: AdamW with the usual no-decay groups, clip, linear decay."""
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=LEARNING_RATE, eps=EPS)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 0, STEPS)
+    model.train()
+    losses = []
+    for batch in batches:
+        loss = _torch_loss(model, kind, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _our_losses(params, kind: str, batches: list) -> list[float]:
+    task = head_task(HEADS[kind].model(CONFIG))
+    tx = make_optimizer(ConfigDict(dict(
+        learning_rate=LEARNING_RATE, warmup_steps=0, schedule_steps=0, train_steps=STEPS,
+        optim=dict(name="adamw", b1=0.9, b2=0.999, eps=EPS, weight_decay=WEIGHT_DECAY,
+                   clip_norm=1.0))))
+    state = train.create_train_state(task, tx, jax.random.key(0), params)
+    step = jax.jit(train.make_train_step(task, tx))
+    losses = []
+    for batch in batches:
+        state, sums = step(state, batch, jax.random.key(1))
+        losses.append(float(sums["loss_sum"] / sums["count"]))
+    return losses
+
+
+@pytest.mark.parametrize("kind", list(HEADS))
+def test_steps_from_the_same_weights_give_transformers_losses(kind):
+    head = HEADS[kind]
+    labels = dict(id2label=dict(enumerate(head.labels))) if head.labels else {}
+    if kind == "regression":
+        labels = dict(num_labels=1)
+    hf_config = hf_reference.hf_config(VOCAB_SIZE, hidden_dropout_prob=0.0,
+                                       attention_probs_dropout_prob=0.0, **labels)
+    model = hf_reference.task_model(kind, hf_config, seed=3)
+    params, _ = convert.params_from_hf(hf_reference.state_dict_numpy(model), CONFIG,
+                                       jax.random.key(0), head=head)
+    batches = [_batch(kind, seed) for seed in range(STEPS)]
+    ours = _our_losses(params, kind, batches)
+    theirs = _torch_losses(model, kind, batches)
+    assert ours[-1] != pytest.approx(ours[0], rel=1e-3)  # the steps moved the weights
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)
