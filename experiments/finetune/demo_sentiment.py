@@ -1,5 +1,5 @@
 """Movie-review sentiment (data/sentiment: 9,070 train / 1,000 dev snippets, SST-2 layout),
-sized for `make demo`: the demo model fine-tuned in about a minute on 2 CPU cores.
+sized for `make demo` (dev accuracy 0.575 from the demo model, 0.492 from random weights).
 
     python -m bert.finetune --config experiments/finetune/demo_sentiment.py \\
         --workdir runs/demo/finetune/sentiment/pretrained [--config.random_init=True]

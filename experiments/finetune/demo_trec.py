@@ -1,5 +1,6 @@
 """TREC question types (data/trec: 4,880 train / 500 dev questions, 6 coarse classes) with the
-generic `classify` task, sized for `make demo`.
+generic `classify` task, sized for `make demo` (dev accuracy 0.388 from the demo model, 0.204
+from random weights).
 
     python -m bert.finetune --config experiments/finetune/demo_trec.py \\
         --workdir runs/demo/finetune/trec/pretrained [--config.random_init=True]
