@@ -1,12 +1,17 @@
-"""`make demo`: pretrain a small BERT on the shipped corpus on the CPU, then show what it learned.
+"""`make demo`: pretrain a small BERT on the shipped corpus on the CPU, show what it learned, then
+fine-tune it on the shipped labelled sets next to the same model from random weights.
 
     python -m bert.demo --workdir runs/demo [--config experiments/pretrain/demo.py]
+        [--finetune=experiments/finetune/demo_sentiment.py,...]   # "" skips fine-tuning
 
-Prints the held-out MLM loss/accuracy and NSP accuracy before and after training, and fills in
-masked words of held-out sentences with the model's top predictions.
+Prints the held-out MLM loss/accuracy and NSP accuracy before and after training, fills in
+masked words of held-out sentences with the model's top predictions, and then, for each
+fine-tuning config, the dev metric of a run started from the pretrained model and of one
+started from fresh weights (config.random_init), under DIR/finetune/<task>/{pretrained,random}.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 
@@ -18,11 +23,15 @@ from ml_collections import ConfigDict
 
 from bert import allocator, checkpoint, cli, files
 from bert.config import pretraining_config, validate
+from bert.finetune import finetune
 from bert.metrics import read_metrics, setup_logging
 from bert.model import BertForPreTraining
 from bert.pretrain import define_flags, train_and_evaluate
 from bert.tokenizer import Tokenizer
 
+FINETUNE_CONFIGS = ("experiments/finetune/demo_sentiment.py", "experiments/finetune/demo_trec.py",
+                    "experiments/finetune/demo_wnut.py")
+STARTS = (("pretrained", False), ("random", True))  # (name, config.random_init)
 
 
 def _held_out_sentences(pattern: str, count: int, rng: np.random.Generator) -> list[str]:
@@ -110,20 +119,72 @@ def summarize(config: ConfigDict, workdir: str, examples: int = 6) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One fine-tuning task's dev metric from the pretrained start and from random weights."""
+
+    name: str  # the config file's name without "demo_"
+    task: str  # config.task
+    metric: str  # the task's selection metric
+    pretrained: float
+    random: float
+    train_steps: int
+
+
+def compare_starts(config_path: str, workdir: str) -> Comparison | None:
+    """Fine-tunes `config_path` from the pretrained `workdir` and from fresh weights of its
+    architecture, each in DIR/finetune/<name>/<start>; None if a signal stopped a run."""
+    config = cli.load_config(config_path)
+    name = os.path.splitext(os.path.basename(config_path))[0].removeprefix("demo_")
+    results = {}
+    for start, random_init in STARTS:
+        run = config.copy_and_resolve_references()
+        run.init_checkpoint, run.random_init = workdir, random_init
+        results[start] = finetune(run, os.path.join(workdir, "finetune", name, start))
+        if not results[start]:
+            return None
+    metric = results["pretrained"]["selection_metric"]
+    return Comparison(name, config.task, metric, results["pretrained"][metric],
+                      results["random"][metric], results["pretrained"]["train_steps"])
+
+
+def comparison_table(rows: list[Comparison]) -> str:
+    lines = ["", "fine-tuning, dev metric       metric      pretrained   random init   steps"]
+    for row in rows:
+        lines.append(f"  {row.name + ' (' + row.task + ')':<28}{row.metric:<12}"
+                     f"{row.pretrained:>10.3f}{row.random:>14.3f}{row.train_steps:>8}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
     setup_logging()
     config = cli.config_from_flags("demo", argv, validate, pretraining_config)
     workdir = flags.FLAGS.workdir
     allocator.configure(config.get("host_allocator", "auto"))  # before devices are touched
     logging.info("devices: %s", jax.devices())
-    train_and_evaluate(config, workdir)
-    print(summarize(config, workdir, flags.FLAGS.examples))
+    try:
+        if not train_and_evaluate(config, workdir):
+            return  # stopped by a signal: rerunning resumes
+        summary = summarize(config, workdir, flags.FLAGS.examples)
+        print(summary)
+        rows = []
+        for path in flags.FLAGS.finetune:
+            row = compare_starts(path, workdir)
+            if row is None:
+                return  # stopped by a signal: rerunning resumes
+            rows.append(row)
+    except (ValueError, OSError, FloatingPointError) as error:
+        raise SystemExit(f"bert.demo: error: {error}") from None
+    if rows:  # again, below the fine-tuning logs
+        print(summary + comparison_table(rows))
 
 
 if __name__ == "__main__":
     # bert.pretrain owns --config and --workdir; the demo only changes their defaults.
     define_flags()
     flags.DEFINE_integer("examples", 6, "held-out sentences to fill in")
+    flags.DEFINE_list("finetune", list(FINETUNE_CONFIGS),
+                      "fine-tuning configs run from the pretrained model and from random weights")
     flags.FLAGS.set_default("config", "experiments/pretrain/demo.py")
     flags.FLAGS.set_default("workdir", "runs/demo")
     app.run(main, flags_parser=cli.parse_flags)
