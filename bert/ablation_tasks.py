@@ -21,7 +21,7 @@ from typing import Any
 from bert.sweep import Eval
 
 # Tiny-scale pretraining: BERT-tiny, a few hundred steps, one held-out evaluation at the end.
-TINY_PRETRAIN_STEPS = 400
+TINY_PRETRAIN_STEPS = 2000  # past a tiny model's ~1k-step "unigram plateau" (pretrain/demo.py)
 TINY_FINETUNE = {"max_seq_len": 64, "batch_size": 32, "learning_rate": 1e-4,
                  "num_train_epochs": 1.0, "log_every": 100, "checkpoint_every": 1000}
 
@@ -32,7 +32,7 @@ def pretraining(scale: str) -> tuple[str, dict[str, Any]]:
         return "experiments/pretrain/base.py", {"data.train_files": "$CORPUS/*.txt",
                                                  "data.eval_files": "$HELDOUT/*.txt"}
     return "experiments/pretrain/tiny.py", {
-        "train_steps": TINY_PRETRAIN_STEPS, "warmup_steps": 40, "log_every": 20,
+        "train_steps": TINY_PRETRAIN_STEPS, "warmup_steps": 100, "log_every": 50,
         "eval_every": TINY_PRETRAIN_STEPS, "checkpoint_every": TINY_PRETRAIN_STEPS,
         "eval_batches": 16,
         "data.cache_dir": "{data}/pretraining_cache",  # one tokenizer and example set for all arms
