@@ -150,7 +150,8 @@ def span_questions(sentences: list[tuple[list[str], list[str]]], rng: np.random.
         kind = absent[rng.integers(len(absent))]
         qas.append({"id": f"{split}-{n}-{kind}", "is_impossible": True,
                     "question": f"Which {ENTITY_PHRASES[kind]} is mentioned?", "answers": []})
-        data.append({"title": f"wnut-{split}-{n}", "paragraphs": [{"context": context, "qas": qas}]})
+        data.append({"title": f"wnut-{split}-{n}",
+                     "paragraphs": [{"context": context, "qas": qas}]})
     return {"version": "v2.0", "data": data}
 
 

@@ -128,7 +128,8 @@ def arm_from_dict(values: Mapping[str, Any], table: Table, source: str) -> Arm:
         raise ValueError(f"{where}: step must be a positive integer, got {step!r}")
     return Arm(name=name, label=str(values.get("label", name)), paper=dict(values.get("paper", {})),
                pretrain=dict(values.get("pretrain", {})), finetune=dict(values.get("finetune", {})),
-               evals=dict(values.get("evals", {})), pretrain_from=values.get("pretrain_from") or name,
+               evals=dict(values.get("evals", {})),
+               pretrain_from=values.get("pretrain_from") or name,
                step=step, group=str(values.get("group", "")))
 
 

@@ -117,3 +117,45 @@ def test_top_bilstm_reads_every_token_and_keeps_the_width():
     other = model.apply({"params": params}, changed, np.zeros_like(ids), mask)
     # The backward LSTM carries the last token to the first: no longer left-to-right.
     assert not np.allclose(out.sequence_output[:, 0], other.sequence_output[:, 0], atol=1e-6)
+
+
+def test_a_checkpoint_along_a_run_becomes_a_model_folder_for_the_bilstm_arm(tmp_path):
+    """convert at-step exports step 5 of a run that went on to step 7; fine-tuning it with
+    top_bilstm restores the causal encoder and initialises only the BiLSTM and the head."""
+    import optax
+
+    from bert import checkpoint, convert
+    from bert.heads import BertForSequenceClassification, init_finetune_params
+    from bert.wordpiece import WordPieceTokenizer
+    from tests import hf_reference
+
+    config = dataclasses.replace(CONFIG, causal=True)
+    workdir = str(tmp_path / "run")
+    checkpoint.write_model_description(workdir, config,
+                                       WordPieceTokenizer(hf_reference.vocab(cased=False)))
+    params = jax.device_get(init_params(BertForPreTraining(config), jax.random.key(0)))
+    manager = checkpoint.CheckpointManager(workdir, keep=None, async_save=False)
+    for step in (5, 7):
+        moved = jax.tree.map(lambda x: x + step, params)
+        state = train.TrainState(step=np.int32(step), params=moved,
+                                 opt_state=optax.sgd(1e-3).init(moved))
+        manager.save(step, state, {"step": step}, force=True)
+    manager.close()
+
+    np.testing.assert_array_equal(
+        checkpoint.load_params(workdir, step=5)["nsp"]["bias"], params["nsp"]["bias"] + 5)
+    with pytest.raises(checkpoint.CheckpointError, match="no step 6"):
+        checkpoint.load_params(workdir, step=6)
+    folder = str(tmp_path / "model")
+    convert.model_at_step(workdir, 5, folder)
+    assert checkpoint.read_model_config(folder).causal
+    exported = checkpoint.load_params(folder)
+    np.testing.assert_array_equal(exported["bert"]["pooler"]["kernel"],
+                                  params["bert"]["pooler"]["kernel"] + 5)
+
+    model = BertForSequenceClassification(dataclasses.replace(config, top_bilstm=True), 2)
+    tuned, report = init_finetune_params(folder, model, jax.random.key(1))
+    assert {n.split("/")[1] for n in report.initialised if n.startswith("bert/")} == {"bilstm"}
+    assert "classifier/kernel" in report.initialised
+    np.testing.assert_array_equal(tuned["bert"]["pooler"]["kernel"],
+                                  params["bert"]["pooler"]["kernel"] + 5)

@@ -40,8 +40,8 @@ def get_config(scale: str = "tiny") -> Table:
 def get_arms(scale: str = "tiny") -> list[dict]:
     steps = TINY_STEPS if scale == "tiny" else PAPER_STEPS
     arms = []
-    for objective, label, pretrain in (("mlm", "MLM", {}),
-                                       ("ltr", "LTR", {"objective": "ltr", "data.nsp_weight": 0.0})):
+    ltr = {"objective": "ltr", "data.nsp_weight": 0.0}
+    for objective, label, pretrain in (("mlm", "MLM", {}), ("ltr", "LTR", ltr)):
         arms.append(dict(name=objective, label=f"{label} @ {steps[-1]}", pretrain=pretrain,
                          group=label))
         arms += [dict(name=f"{objective}_step{step}", label=f"{label} @ {step}",
