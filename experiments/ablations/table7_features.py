@@ -1,11 +1,12 @@
-"""Table 7 of the paper: the feature-based approach to NER. One pretrained model, fine-tuned,
-or frozen with six choices of layer features feeding a BiLSTM tagger (task ner_features).
+"""Table 7 of the paper: the feature-based approach to NER. One pretrained model, fine-tuned, or
+frozen with six choices of layer features feeding a BiLSTM tagger (task ner_features).
 
     python -m bert.sweep experiments/ablations/table7_features.py --workdir runs/ablations/table7
     python -m bert.sweep experiments/ablations/table7_features.py --workdir /shared/table7 --scale paper
 
-Tiny scale: one 4-layer BERT-tiny (the last-four strategies need 4 blocks), WNUT-16 tweet NER for
-CoNLL-2003, 7 arms x 3 seeds of tagging, about 40 minutes on 2 CPU cores.
+Tiny scale: one 4-layer BERT-tiny (the last-four strategies need 4 blocks), WNUT-16 tweet NER
+for CoNLL-2003, 7 arms x 3 seeds of tagging (a BERT-tiny pretraining took about 3 minutes and a
+fine-tuning seed about 1 on 2 shared CPU cores; the whole table is not yet timed).
 """
 from bert import ablation_tasks as tasks
 from bert.sweep import Column, Table
