@@ -263,18 +263,25 @@ def save_params(directory: str, params: Any) -> None:
     checkpointer.wait_until_finished()
 
 
-def load_params(directory: str) -> Any:
-    """Params of BertForPreTraining from a model folder or a work directory's latest checkpoint.
+def load_params(directory: str, step: int | None = None) -> Any:
+    """Params of BertForPreTraining from a model folder or a work directory's latest checkpoint
+    (with `step`: that checkpoint of a work directory, e.g. for fine-tuning along a run).
 
     Restored as host-local arrays on the default device; callers reshard as they need.
     """
     params_dir = files.absolute(directory) / PARAMS_DIR
-    if params_dir.is_dir():
+    if step is None and params_dir.is_dir():
         return ocp.StandardCheckpointer().restore(params_dir)
     if (files.path(directory) / CHECKPOINTS_DIR).is_dir():
         manager = CheckpointManager(directory, keep=None)  # reads only: deletes and moves nothing
         try:
-            restored = manager.restore_latest(None, set_aside=False)
+            if step is None:
+                restored = manager.restore_latest(None, set_aside=False)
+            elif step in manager.all_steps():
+                restored = (step, *manager.restore(step, None))
+            else:
+                raise CheckpointError(f"{manager.directory} has no step {step}; it has "
+                                      f"{manager.all_steps() or 'none'}")
         finally:
             manager.close()
         if restored is not None:

@@ -24,6 +24,8 @@ def pretraining_config() -> ConfigDict:
     c.grad_accum_steps = 1  # micro-batches per step; batch_size must divide by it × data shards
     c.max_seq_len = 128  # tokens per sequence, [CLS] and [SEP]s included
     c.max_predictions_per_seq = 20  # masked positions per sequence the MLM head is run on
+    c.objective = "mlm"  # "mlm": masked LM (+ NSP by data.nsp_weight); "ltr": left-to-right
+    #                      next-token LM with causal attention over the unmasked text, no NSP
 
     # Optimizer.
     c.learning_rate = 1e-4  # peak, reached after warmup
@@ -169,6 +171,10 @@ def validate(config: ConfigDict) -> None:
           f"must be 'jit' or 'pmap', got {config.parallelism!r}")
     check(config.on_nonfinite in ("skip", "stop"), "on_nonfinite",
           f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
+    check(config.objective in ("mlm", "ltr"), "objective",
+          f"must be 'mlm' or 'ltr', got {config.objective!r}")
+    check(config.objective == "mlm" or config.data.nsp_weight == 0, "data.nsp_weight",
+          f"must be 0 with config.objective='ltr' (no NSP), got {config.data.nsp_weight}")
     model = model_config(config)  # raises on heads not dividing hidden, bad dtype or remat
     check(config.max_seq_len <= model.max_position_embeddings, "max_seq_len",
           f"{config.max_seq_len} does not fit the position table "
@@ -217,6 +223,7 @@ def model_config(config: ConfigDict) -> BertConfig:
         attention_dropout_rate=m.attention_dropout_rate,
         dtype=m.dtype,
         remat=m.remat,
+        causal=config.get("objective", "mlm") == "ltr",  # a next-token model sees only the past
     )
     hidden = m.hidden_size or PRESETS[m.preset][1]
     overrides["intermediate_size"] = m.intermediate_size or 4 * hidden
@@ -297,6 +304,7 @@ def finetuning_config() -> ConfigDict:
     # Model.
     c.dropout_rate = 0.1  # hidden, attention and head dropout
     c.dtype = "float32"  # compute dtype; params are always float32
+    c.top_bilstm = False  # True: a fresh BiLSTM over the encoder's output, under the head (Table 5)
 
     # Logging, evaluation, checkpoints.
     c.log_every = 50  # steps

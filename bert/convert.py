@@ -2,6 +2,7 @@
 
     python -m bert.convert from-hf --input HF_DIR --output MODEL_DIR
     python -m bert.convert to-hf   --input MODEL_DIR_OR_WORKDIR --output HF_DIR
+    python -m bert.convert at-step --input WORKDIR --step STEP --output MODEL_DIR
 
 Weights are only transposed, reshaped or regrouped, never recomputed, so from-hf → to-hf →
 from-hf reproduces every tensor bit for bit. The differences between the two layouts:
@@ -655,6 +656,16 @@ def params_to_hf(params: Params, config: BertConfig,
 # Folders
 
 
+def _write_model_folder(model_dir: str, config: BertConfig, tokenizer: Any, params: Params,
+                        head: TaskHead | None = None) -> None:
+    """A new model folder, written beside it and put in place when complete."""
+    with files.new_directory(model_dir) as tmp:
+        checkpoint.write_model_description(tmp, config, tokenizer)
+        if head is not None:
+            save_task_head(tmp, head)
+        checkpoint.save_params(tmp, params)
+
+
 def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
     """from-hf: a Hugging Face BERT folder → a model folder (config, tokenizer, params).
 
@@ -681,11 +692,7 @@ def _import_hf(hf_dir: str, model_dir: str, *, seed: int) -> ImportReport:
     params, report = params_from_hf(tensors, config, jax.random.key(seed), source=hf_dir, head=head)
     if head is not None:
         report.notes += _head_notes(values, head, config_path)
-    with files.new_directory(model_dir) as tmp:
-        checkpoint.write_model_description(tmp, config, tokenizer)
-        if head is not None:
-            save_task_head(tmp, head)
-        checkpoint.save_params(tmp, params)
+    _write_model_folder(model_dir, config, tokenizer, params, head)
     return report
 
 
@@ -724,6 +731,9 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
     `transformers.AutoModelForSequenceClassification.from_pretrained(hf_dir)`, labels included.
     """
     config = checkpoint.read_model_config(model_dir)
+    if config.causal or config.top_bilstm:
+        raise ConversionError(f"{model_dir}: transformers' BERT has no left-to-right attention "
+                              "or top BiLSTM (bert_config.json: causal / top_bilstm)")
     head = read_task_head(model_dir)
     tokenizer = checkpoint.load_tokenizer(model_dir)
     params = checkpoint.load_params(model_dir)
@@ -747,6 +757,15 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
                 f.write(_SENTENCEPIECE_NOTE)
 
 
+def model_at_step(workdir: str, step: int, model_dir: str) -> None:
+    """at-step: a model folder (bert_config.json, tokenizer/, params/) of checkpoint `step` of a
+    pretraining work directory, e.g. to fine-tune from several points along one run."""
+    config = checkpoint.read_model_config(workdir)
+    tokenizer = checkpoint.load_tokenizer(workdir)
+    params = checkpoint.load_params(workdir, step=step)
+    _write_model_folder(model_dir, config, tokenizer, params)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bert.convert", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -757,12 +776,18 @@ def main(argv: list[str] | None = None) -> None:
     to_hf = commands.add_parser("to-hf", help="model folder or work directory → Hugging Face folder")
     to_hf.add_argument("--input", required=True, help="MODEL_DIR or work directory")
     to_hf.add_argument("--output", required=True, help="HF_DIR to create (new or empty)")
+    at_step = commands.add_parser("at-step", help="work directory's checkpoint → model folder")
+    at_step.add_argument("--input", required=True, help="pretraining work directory")
+    at_step.add_argument("--step", required=True, type=int, help="a checkpointed step")
+    at_step.add_argument("--output", required=True, help="MODEL_DIR to create (new or empty)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "from-hf":
             report = import_hf(args.input, args.output, seed=args.seed)
             print(report.summary())
+        elif args.command == "at-step":
+            model_at_step(args.input, args.step, args.output)
         else:
             export_hf(args.input, args.output)
         print(f"wrote {args.output}")

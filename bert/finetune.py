@@ -81,9 +81,11 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     files.path(workdir).mkdir(parents=True, exist_ok=True)
     source = config.init_checkpoint
     tokenizer = checkpoint.load_tokenizer(source)
+    saved_config = checkpoint.read_model_config(source)
     bert_config = dataclasses.replace(
-        checkpoint.read_model_config(source), dropout_rate=float(config.dropout_rate),
-        attention_dropout_rate=float(config.dropout_rate), dtype=config.dtype)
+        saved_config, dropout_rate=float(config.dropout_rate),
+        attention_dropout_rate=float(config.dropout_rate), dtype=config.dtype,
+        top_bilstm=saved_config.top_bilstm or bool(config.top_bilstm))
     family = registry.family(config, tokenizer)
     family.set_labels(config.train_file)
     train_split = family.load("train", config.train_file)

@@ -55,6 +55,13 @@ class BertConfig:
     # Rematerialise each encoder block in the backward pass: "none", "full" or "dots"
     # (keep matmul outputs, recompute the rest).
     remat: str = "none"
+    # Left-to-right attention: a token attends only to itself and earlier tokens, so its output
+    # never depends on later ones (the paper's "LTR" ablation, Table 5). The pooler then reads
+    # each row's last real token, the only one that has seen the whole input.
+    causal: bool = False
+    # A randomly initialised bidirectional LSTM (hidden_size / 2 units per direction) over the
+    # last block's output, before the pooler and any head ("LTR + BiLSTM", Table 5).
+    top_bilstm: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -66,6 +73,8 @@ class BertConfig:
             raise ValueError(f"config.model.remat must be none, full or dots, got {self.remat!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"config.model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.top_bilstm and self.hidden_size % 2:
+            raise ValueError(f"top_bilstm needs an even hidden_size, got {self.hidden_size}")
 
     @property
     def head_size(self) -> int:
@@ -296,6 +305,38 @@ class EncoderBlock(nn.Module):
         return x.astype(cfg.compute_dtype)
 
 
+class BiLSTM(nn.Module):
+    """One bidirectional LSTM layer, hidden_size / 2 units per direction: (B, T, H) -> (B, T, H).
+
+    Padding (input_mask 0) is skipped: the backward direction starts at each row's last real
+    token.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, input_mask: Array) -> Array:
+        units = self.config.hidden_size // 2
+        lengths = jnp.sum(input_mask, axis=-1).astype(jnp.int32)  # (B,)
+        out = nn.Bidirectional(  # parent=None: the RNNs and cells belong to this module
+            nn.RNN(nn.OptimizedLSTMCell(units, parent=None), parent=None),
+            nn.RNN(nn.OptimizedLSTMCell(units, parent=None), reverse=True, keep_order=True,
+                   parent=None),
+            name="lstm")(x.astype(jnp.float32), seq_lengths=lengths)  # (B, T, 2·units)
+        return out.astype(self.config.compute_dtype)
+
+
+def causal_mask(seq_len: int) -> Array:
+    """(1, 1, T, S) True where query t may attend to key s: s <= t."""
+    positions = jnp.arange(seq_len)
+    return (positions[:, None] >= positions[None, :])[None, None]
+
+
+def last_real_positions(input_mask: Array) -> Array:
+    """(B, 1) index of each row's last real token (0 for an empty row)."""
+    return jnp.maximum(jnp.sum(input_mask, axis=-1, keepdims=True) - 1, 0).astype(jnp.int32)
+
+
 class EncoderOutput(NamedTuple):
     sequence_output: Array  # (B, T, H): output of the last block; (B, Q, H) at output_positions
     pooled_output: Array  # (B, H): tanh(dense([CLS])); (B, K, H) at cls_positions (B, K)
@@ -335,6 +376,8 @@ class BertModel(nn.Module):
             kernel_init=_dense_init(cfg, ("embed", "embed_out")),
             bias_init=_zeros(("embed_out",)),
         )
+        if cfg.top_bilstm:
+            self.bilstm = BiLSTM(cfg)
 
     def __call__(
         self,
@@ -359,7 +402,9 @@ class BertModel(nn.Module):
         last block computes only them and the [CLS] rows (see EncoderBlock): what a head that
         reads a few positions needs, for a fraction of the last block's work.
         """
-        prune = output_positions is not None and self.prune_last_layer
+        cfg = self.config
+        # The BiLSTM reads every row of the last block, so that block cannot be pruned.
+        prune = output_positions is not None and self.prune_last_layer and not cfg.top_bilstm
         if prune and output_hidden_states:
             raise ValueError("output_positions and output_hidden_states exclude each other: the "
                              "last block computes only the asked rows")
@@ -370,6 +415,11 @@ class BertModel(nn.Module):
             attention_mask = input_mask.astype(bool)[:, None, None, :]  # (B, 1, 1, S)
         else:  # block diagonal; padding attends to padding, so no row is fully masked
             attention_mask = (pack_ids[:, :, None] == pack_ids[:, None, :])[:, None]  # (B, 1, T, S)
+        one_cls = cls_positions is None  # pooled (B, H), not one per packed sequence (B, K, H)
+        if cfg.causal:
+            attention_mask = attention_mask & causal_mask(input_ids.shape[-1])  # (B, 1, T, S)
+            if one_cls:  # the pooler reads the one row that has seen every token
+                cls_positions = last_real_positions(input_mask)
         hidden_states = [x]
         for layer in self.layers[:-1]:
             x = layer(x, attention_mask, deterministic)
@@ -382,10 +432,12 @@ class BertModel(nn.Module):
         else:
             x = self.layers[-1](x, attention_mask, deterministic)
             hidden_states.append(x)
+            if cfg.top_bilstm:
+                x = self.bilstm(x, input_mask)
             cls = x[:, :1] if cls_positions is None else _rows(x, cls_positions)
             if output_positions is not None:
                 x = _rows(x, output_positions)
-        if cls_positions is None:
+        if one_cls:
             cls = cls[:, 0]  # (B, H); else (B, K, H)
         pooled = jnp.tanh(self.pooler(cls))
         return EncoderOutput(x, pooled, tuple(hidden_states) if output_hidden_states else None)

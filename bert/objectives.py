@@ -79,3 +79,51 @@ def finalize_metrics(sums: Mapping[str, Array | float], nsp_weight: float) -> di
         mlm_accuracy=float(sums["mlm_correct"]) / mlm_count,
         nsp_accuracy=float(sums["nsp_correct"]) / nsp_count,
     )
+
+
+# ------------------------------------------------------------------ left-to-right language model
+
+# Counters of the left-to-right (next-token) objective, the paper's "LTR & No NSP" (Table 5).
+LTR_SUM_KEYS = ("ltr_loss_sum", "ltr_correct", "ltr_count")
+
+
+def unmasked_input_ids(batch: Mapping[str, Array]) -> Array:
+    """The batch's text before masking: (B, T) input_ids with every masked position's original
+    token (masked_lm_ids) written back. Masking changes no other position, so this is exact; the
+    LTR objective reads the same instances as MLM this way, unmasked."""
+    input_ids = jnp.asarray(batch["input_ids"])  # (B, T)
+    positions = jnp.asarray(batch["masked_lm_positions"])  # (B, P)
+    shown = jnp.take_along_axis(input_ids, positions, axis=1)
+    original = jnp.where(batch["masked_lm_weights"] > 0, batch["masked_lm_ids"], shown)
+    rows = jnp.arange(input_ids.shape[0])[:, None]
+    # Padding slots (weight 0) point at position 0 and write back what is there.
+    return input_ids.at[rows, positions].set(original.astype(input_ids.dtype))
+
+
+def next_token_weights(batch: Mapping[str, Array]) -> Array:
+    """(B, T-1) float: 1 where position t+1 holds a real token of the same sequence as t, the
+    targets of the next-token loss (never padding, never across packed sequences)."""
+    real = batch["input_mask"][:, 1:].astype(bool)
+    if "pack_ids" in batch:
+        real &= batch["pack_ids"][:, 1:] == batch["pack_ids"][:, :-1]
+    return real.astype(jnp.float32)
+
+
+def ltr_denominator(batch: Mapping[str, Array]) -> Array:
+    """Number of next-token targets in `batch`, at least 1."""
+    return jnp.maximum(jnp.sum(next_token_weights(batch)), 1.0)
+
+
+def ltr_sums(logits: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
+    """Weighted sums of the next-token loss and accuracy: logits (B, T-1, V) at positions
+    0..T-2 predict the unmasked tokens at 1..T-1."""
+    weights = next_token_weights(batch)  # (B, T-1)
+    nll, correct = _cross_entropy(logits, unmasked_input_ids(batch)[:, 1:])
+    return dict(ltr_loss_sum=jnp.sum(nll * weights), ltr_correct=jnp.sum(correct * weights),
+                ltr_count=jnp.sum(weights))
+
+
+def finalize_ltr_metrics(sums: Mapping[str, Array | float]) -> dict[str, float]:
+    count = max(float(sums["ltr_count"]), 1.0)
+    loss = float(sums["ltr_loss_sum"]) / count
+    return dict(loss=loss, ltr_loss=loss, ltr_accuracy=float(sums["ltr_correct"]) / count)

@@ -26,14 +26,14 @@ from bert.metrics import MetricsWriter, setup_logging
 from bert.model import BertForPreTraining
 from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
-from bert.train import PretrainingTask
+from bert.train import LeftToRightTask, PretrainingTask
 
 EXPERIMENT_CONFIG_FILE = trainer.EXPERIMENT_CONFIG_FILE
 
 
 def evaluate(runner: Runner, params: Any, batches: Iterable[dict[str, np.ndarray]]
              ) -> dict[str, float]:
-    """MLM/NSP loss and accuracy over `batches`, deterministic."""
+    """The objective's loss and accuracy (MLM/NSP, or LTR) over `batches`, deterministic."""
     totals: dict[str, float] = {}
     for batch in batches:
         sums, _ = runner.eval_step(params, batch)
@@ -64,7 +64,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         checkpoint.write_model_description(workdir, bert_config, tokenizer)
     trainer.save_experiment_config(config, workdir)
 
-    task = PretrainingTask(BertForPreTraining(bert_config), config.data.nsp_weight)
+    model = BertForPreTraining(bert_config)
+    task = (LeftToRightTask(model) if config.objective == "ltr"
+            else PretrainingTask(model, config.data.nsp_weight))
     runner = build_runner(config, task, make_optimizer(config))  # checks the batch layout
     per_host_batch = data.per_host_batch_size(config.batch_size, jax.process_count())
     hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())

@@ -101,6 +101,44 @@ class PretrainingTask(Task):
         return objectives.finalize_metrics(sums, self.nsp_weight)
 
 
+class LeftToRightTask(Task):
+    """Next-token prediction over the real tokens of unmasked instances, no NSP: the paper's
+    "LTR & No NSP" (Table 5). The model must have causal attention (BertConfig.causal), or a
+    token would see the one it predicts. It reads the MLM batches, undoing their masks, and
+    runs the MLM head (the same params) at every position but the last."""
+
+    sum_keys = objectives.LTR_SUM_KEYS
+    model_input_keys = MODEL_INPUTS + PACKED_INPUTS
+
+    def __init__(self, model: BertForPreTraining) -> None:
+        if not model.config.causal:
+            raise ValueError("the left-to-right objective needs a causal model (BertConfig.causal)")
+        self.model = model
+
+    def init_inputs(self) -> dict[str, Array]:
+        return dummy_inputs()
+
+    def apply(self, params: Any, batch: Batch, rng: Array | None) -> Any:
+        input_ids = objectives.unmasked_input_ids(batch)  # (B, T)
+        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1] - 1),
+                                     (input_ids.shape[0], input_ids.shape[1] - 1))
+        return super().apply(params, {**batch, "input_ids": input_ids,
+                                      "masked_lm_positions": positions}, rng)
+
+    def sums(self, outputs: Any, batch: Batch) -> dict[str, Array]:
+        logits, _ = outputs  # (B, T-1, V); the NSP logits are unused
+        return objectives.ltr_sums(logits, batch)
+
+    def denominators(self, batch: Batch) -> Array:
+        return objectives.ltr_denominator(batch)
+
+    def loss(self, sums: Mapping[str, Array], denominators: Any) -> Array:
+        return sums["ltr_loss_sum"] / denominators
+
+    def finalize(self, sums: Mapping[str, float]) -> dict[str, float]:
+        return objectives.finalize_ltr_metrics(sums)
+
+
 @flax.struct.dataclass
 class TrainState:
     step: Array  # int32 scalar: number of optimizer steps taken (skipped non-finite ones included)
