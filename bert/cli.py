@@ -30,6 +30,9 @@ from typing import Any, Callable, Mapping, NamedTuple, NoReturn, Sequence
 from absl import app, flags
 from ml_collections import ConfigDict, FieldReference
 
+from bert import allocator, distributed
+from bert.metrics import setup_logging
+
 Validate = Callable[[ConfigDict], None]
 
 # --config.key=value or a bare --config.key; the value may be empty or hold "=" and newlines.
@@ -77,6 +80,34 @@ def config_from_flags(command: str, argv: Sequence[str], validate: Validate,
     overrides = [arg for arg in argv[1:] if _OVERRIDE.fullmatch(arg)]
     return config_from_command_line(command, flags.FLAGS.config, overrides, validate,
                                     documented_by, print_config=flags.FLAGS.print_config)
+
+
+def define_run_flags(workdir_help: str) -> None:
+    """--config, --print_config, --workdir and the multi-host flags of a training command."""
+    define_config_flags()
+    flags.DEFINE_string("workdir", None, workdir_help)
+    distributed.define_flags()
+
+
+def run_command(command: str, argv: Sequence[str], validate: Validate,
+                documented_by: Callable[[], ConfigDict],
+                run: Callable[[ConfigDict, str], Any]) -> None:
+    """main() of a training command: the config from the command line, the host allocator and
+    JAX's distributed runtime set up (before anything touches a device), then `run(config,
+    workdir)`. Bad config, data, paths or checkpoints, or a non-finite step with
+    on_nonfinite='stop', end in one line naming what is wrong: a traceback would only bury it."""
+    setup_logging()
+    # A bad key or value stops here, with exit status 2; --print_config stops here too.
+    config = config_from_flags(command, argv, validate, documented_by)
+    if not flags.FLAGS.workdir:
+        usage_error(command, "--workdir is required")
+    try:
+        # XLA's threads take their malloc arenas when they start.
+        allocator.configure(config.get("host_allocator", "auto"))
+        distributed.initialize_from_flags()
+        run(config, flags.FLAGS.workdir)
+    except (ValueError, OSError, FloatingPointError) as error:
+        raise SystemExit(f"bert.{command}: error: {error}") from None
 
 
 def config_from_command_line(command: str, path: str | None, overrides: Sequence[str],

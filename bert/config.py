@@ -354,6 +354,19 @@ def finetuning_config() -> ConfigDict:
     return c
 
 
+def squad_config(task: str) -> ConfigDict:
+    """The paper's SQuAD recipe: 384 tokens, windows 128 tokens apart, 64 question tokens, 20
+    n-best candidates, answers of at most 30 tokens, 5e-5; v1.1 3 epochs at batch 32, v2.0
+    ("squad_v2") 2 epochs at batch 48."""
+    c = finetuning_config()
+    c.task = task
+    c.max_seq_len, c.doc_stride, c.max_query_length = 384, 128, 64
+    c.n_best_size, c.max_answer_length = 20, 30
+    c.learning_rate = 5e-5
+    c.num_train_epochs, c.batch_size = (2.0, 48) if task == "squad_v2" else (3.0, 32)
+    return c
+
+
 def learning_rates(config: ConfigDict) -> tuple[float, ...]:
     """config.lr_grid as learning rates; the single config.learning_rate without one."""
     grid = str(config.lr_grid).strip()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import logging
+import os
 
 import jax
 import jax.numpy as jnp

@@ -27,15 +27,15 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app
 from etils import epath
 from ml_collections import ConfigDict
 
-from bert import allocator, checkpoint, cli, distributed, files, heads, trainer
+from bert import checkpoint, cli, files, heads, trainer
 from bert.config import (finetuning_config, learning_rates, length_buckets, seeds,
                          validate_finetuning)
 from bert.files import write_atomically
-from bert.metrics import MetricsWriter, setup_logging
+from bert.metrics import MetricsWriter
 from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
 from bert.tasks import batches, registry
@@ -270,25 +270,11 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
 
 
 def define_flags() -> None:
-    cli.define_config_flags()
-    flags.DEFINE_string("workdir", None,
-                        "directory (or gs:// URL) for checkpoints, metrics and predictions")
-    distributed.define_flags()
+    cli.define_run_flags("directory (or gs:// URL) for checkpoints, metrics and predictions")
 
 
 def main(argv: list[str]) -> None:
-    setup_logging()
-    # A bad key or value stops here, with exit status 2; --print_config stops here too.
-    config = cli.config_from_flags("finetune", argv, validate_finetuning, finetuning_config)
-    if not flags.FLAGS.workdir:
-        cli.usage_error("finetune", "--workdir is required")
-    try:
-        allocator.configure(config.get("host_allocator", "auto"))  # first: before devices
-        distributed.initialize_from_flags()
-        finetune(config, flags.FLAGS.workdir)
-    # Bad config, data, paths or checkpoints: the message says which.
-    except (ValueError, OSError, FloatingPointError) as error:
-        raise SystemExit(f"bert.finetune: error: {error}") from None
+    cli.run_command("finetune", argv, validate_finetuning, finetuning_config, finetune)
 
 
 if __name__ == "__main__":

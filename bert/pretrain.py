@@ -17,12 +17,12 @@ from typing import Any, Iterable
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app
 from ml_collections import ConfigDict
 
-from bert import allocator, checkpoint, cli, data, distributed, files, trainer
+from bert import checkpoint, cli, data, files, trainer
 from bert.config import model_config, pretraining_config, validate
-from bert.metrics import MetricsWriter, setup_logging
+from bert.metrics import MetricsWriter
 from bert.model import BertForPreTraining
 from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
@@ -111,27 +111,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
 
 
 def define_flags() -> None:
-    """Only when run as a command (bert.demo reuses them); other CLIs define --config too."""
-    cli.define_config_flags()
-    flags.DEFINE_string("workdir", None, "directory (or gs:// URL) for checkpoints, metrics and data")
-    distributed.define_flags()
+    """Only when run as a command (bert.demo reuses them)."""
+    cli.define_run_flags("directory (or gs:// URL) for checkpoints, metrics and data")
 
 
 def main(argv: list[str]) -> None:
-    setup_logging()
-    # A bad key or value stops here, with exit status 2; --print_config stops here too.
-    config = cli.config_from_flags("pretrain", argv, validate, pretraining_config)
-    if not flags.FLAGS.workdir:
-        cli.usage_error("pretrain", "--workdir is required")
-    try:
-        # First, before anything touches a device: XLA's threads take their arenas at start.
-        allocator.configure(config.get("host_allocator", "auto"))
-        distributed.initialize_from_flags()
-        train_and_evaluate(config, flags.FLAGS.workdir)
-    # Bad config, data, paths or checkpoints, or a non-finite step with on_nonfinite='stop':
-    # the message says which, so a traceback would only bury it.
-    except (ValueError, OSError, FloatingPointError) as error:
-        raise SystemExit(f"bert.pretrain: error: {error}") from None
+    cli.run_command("pretrain", argv, validate, pretraining_config, train_and_evaluate)
 
 
 if __name__ == "__main__":

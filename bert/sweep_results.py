@@ -24,7 +24,7 @@ import statistics
 from typing import Any, Sequence
 
 from bert.files import write_atomically
-from bert.sweep import RESULTS_FILE, ArmPlan, Column, Table
+from bert.sweep import RESULTS_FILE, ArmPlan, Table
 
 CSV_FIELDS = ("table", "arm", "label", "column", "task", "proxy", "step", "seed", "value",
               "paper")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert import objectives, train
+from bert import train
 from bert.config import model_config, validate
 from bert.model import BertConfig, BertForPreTraining, BertModel, init_params
 from tests.fakes import random_batch, tiny_config

@@ -11,18 +11,8 @@ eval_predictions.json is the official {id: answer} file.
 """
 from ml_collections import ConfigDict
 
-from bert.config import finetuning_config
+from bert.config import squad_config
 
 
 def get_config() -> ConfigDict:
-    c = finetuning_config()
-    c.task = "squad_v1"
-    c.max_seq_len = 384
-    c.doc_stride = 128
-    c.max_query_length = 64
-    c.n_best_size = 20
-    c.max_answer_length = 30
-    c.learning_rate = 5e-5
-    c.num_train_epochs = 3.0
-    c.batch_size = 32
-    return c
+    return squad_config("squad_v1")

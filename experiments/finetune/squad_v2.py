@@ -11,18 +11,8 @@ Writes eval_predictions.json ({id: answer}) and eval_predictions.null_odds.json.
 """
 from ml_collections import ConfigDict
 
-from bert.config import finetuning_config
+from bert.config import squad_config
 
 
 def get_config() -> ConfigDict:
-    c = finetuning_config()
-    c.task = "squad_v2"
-    c.max_seq_len = 384
-    c.doc_stride = 128
-    c.max_query_length = 64
-    c.n_best_size = 20
-    c.max_answer_length = 30
-    c.learning_rate = 5e-5
-    c.num_train_epochs = 2.0
-    c.batch_size = 48
-    return c
+    return squad_config("squad_v2")
