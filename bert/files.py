@@ -73,7 +73,8 @@ def _filesystem(url: str):  # an fsspec.AbstractFileSystem
 def _forget_clients() -> None:
     """Drops the clients epath cached: an object-store client is not fork-safe (fsspec refuses
     to use one in a forked child), and preparation forks workers that read the corpus."""
-    backend.fsspec_backend._get_filesystem.cache_clear()  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    backend.fsspec_backend._get_filesystem.cache_clear()
 
 
 os.register_at_fork(after_in_child=_forget_clients)

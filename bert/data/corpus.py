@@ -23,8 +23,8 @@ Three formats (`corpus_format`):
 
 Files ending in .gz, .bz2 or .zst are decompressed as they are read. Globs and files may be
 URLs (gs://bucket/wiki/*.txt.gz, any store of bert/files.py): objects are read in ranges as they
-are streamed, never downloaded whole. Files are streamed line by line, and `Piece`s (byte ranges of a file, bert/data/plan.py) are read alone, so memory does
-not grow with the file.
+are streamed, never downloaded whole. Files are streamed line by line, and `Piece`s (byte
+ranges of a file, bert/data/plan.py) are read alone, so memory does not grow with the file.
 
 Everything the reader drops or changes (empty files, one-sentence documents, sentences cut for
 length) is counted in the returned `CorpusSummary`, never hidden; everything it cannot read
@@ -111,9 +111,9 @@ def parse_file_patterns(patterns: str | Sequence[str], *, key: str) -> list[str]
 def expand_files(patterns: str | Sequence[str], *, key: str) -> list[Path | epath.Path]:
     """Expands globs to a sorted, de-duplicated list of absolute file paths (or URLs).
 
-    A URL pattern (gs://bucket/corpus/*.txt) is matched in its store. A relative pattern is tried against the working directory first and then against the
-    repository root. Every pattern must match at least one file: a typo in a config must not
-    quietly shrink the corpus.
+    A URL pattern (gs://bucket/corpus/*.txt) is matched in its store. A relative pattern is
+    tried against the working directory first and then against the repository root. Every
+    pattern must match at least one file: a typo in a config must not quietly shrink the corpus.
     """
     items = parse_file_patterns(patterns, key=key)
     if not items:
