@@ -89,7 +89,7 @@ def test_a_remote_cache_is_prepared_in_shares_mirrored_and_reused(gcs, tmp_path,
     def data(local_cache):
         return pretrain_config(train_files=f"{corpus}/*.txt", eval_files=f"{corpus}/*.gz",
                                cache_dir=cache, local_cache_dir=str(tmp_path / local_cache),
-                               part_mb=0.05, prep_workers=1).data
+                               part_mb=0.05, prep_workers=2).data  # forks readers
 
     def prepare(local_cache, **kwargs):
         return records.prepare_pretraining_data(data(local_cache), 64, 10, 0, cache,
