@@ -83,6 +83,7 @@ def pretraining_config() -> ConfigDict:
     c.data.tokenizer_type = "sentencepiece"  # trained when tokenizer is "": or "wordpiece" (uncased)
     c.data.part_mb = 32  # MB of text per prepared shard; memory per prep worker grows with it
     c.data.cache_dir = ""  # prepared examples; "" = <workdir>/data
+    c.data.local_cache_dir = ""  # this host's copy of a remote (gs://) cache; "" = $TMPDIR/bert-data
     c.data.masking = "dynamic"  # "dynamic": new masks every step; "static": dupe_factor fixed copies
     c.data.mask_prob = 0.15  # fraction of maskable tokens chosen for prediction
     c.data.mask_token_ratio = 0.8  # of the chosen: replaced with [MASK]

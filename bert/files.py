@@ -12,17 +12,21 @@ direct write has the same guarantee.
 
 Libraries that only read or write local files (tokenizers, safetensors, torch) get a local copy
 of a remote input (`local_copy`) or write into a local folder that is uploaded when they finish
-(`staged_directory`).
+(`staged_directory`). Folders that many processes fill and poll (the prepared-data cache) are
+published whole (`published_directory`: renamed into place, or uploaded with their marker file
+last) and read back through a local copy kept once per host (`mirrored`).
 """
 from __future__ import annotations
 
 import contextlib
+import glob as glob_lib
 import os
 import shutil
 import tempfile
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from etils import epath
+from etils.epath import backend
 
 PathLike = str | os.PathLike
 
@@ -59,6 +63,65 @@ def _check_backend(url: str) -> None:
     except (ImportError, ValueError) as error:
         package = _BACKEND_PACKAGES.get(scheme, f"the fsspec backend of {scheme}://")
         raise ValueError(f"{url}: reading or writing {scheme}:// needs {package} ({error})") from None
+
+
+def _filesystem(url: str):  # an fsspec.AbstractFileSystem
+    _check_backend(url)
+    return backend.fsspec_backend.fs(url)
+
+
+def _forget_clients() -> None:
+    """Drops the clients epath cached: an object-store client is not fork-safe (fsspec refuses
+    to use one in a forked child), and preparation forks workers that read the corpus."""
+    # pylint: disable-next=protected-access
+    backend.fsspec_backend._get_filesystem.cache_clear()
+
+
+os.register_at_fork(after_in_child=_forget_clients)
+
+
+def glob(pattern: str) -> list[epath.Path]:
+    """The files and folders matching `pattern` (*, ?, [...], and ** across folders), sorted."""
+    if not is_remote(pattern):
+        return [path(m) for m in sorted(glob_lib.glob(pattern, recursive=True))]
+    scheme = pattern.split("://", 1)[0]
+    return sorted(path(f"{scheme}://{m}") for m in _filesystem(pattern).glob(pattern))
+
+
+def fresh(location: PathLike) -> epath.Path:
+    """`path(location)`, with this process's cached listings of a remote store dropped, so that
+    what other processes wrote since is seen (gcsfs caches folder listings indefinitely)."""
+    text = os.fspath(location)
+    if is_remote(text):
+        _filesystem(text).invalidate_cache()
+    return path(text)
+
+
+def fingerprint(location: PathLike) -> tuple[str, int, int | str]:
+    """(location, size, version) of a file: cheap, and changes whenever its content does. The
+    version is the modification time in ns of a local file, the checksum (or generation, or
+    ETag) an object store keeps of an object."""
+    text = os.fspath(location)
+    if not is_remote(text):
+        stat = os.stat(text)
+        return text, stat.st_size, stat.st_mtime_ns
+    info = _filesystem(text).info(text)
+    for key in ("md5Hash", "crc32c", "generation", "ETag", "etag", "mtime", "LastModified",
+                "updated"):
+        if info.get(key):
+            return text, int(info["size"]), str(info[key])
+    raise ValueError(f"{text}: the store reports no version of this object (keys {sorted(info)})")
+
+
+def size(location: PathLike) -> int:
+    text = os.fspath(location)
+    return os.path.getsize(text) if not is_remote(text) else int(_filesystem(text).size(text))
+
+
+def open_binary(location: PathLike) -> BinaryIO:
+    """The file for reading bytes, buffered and seekable (an object is read in ranges)."""
+    text = os.fspath(location)
+    return open(text, "rb") if not is_remote(text) else _filesystem(text).open(text, "rb")
 
 
 def write_atomically(location: PathLike, data: str | bytes) -> None:
@@ -140,9 +203,57 @@ def _uploaded(location: PathLike) -> Iterator[str]:
         _copy_tree(epath.Path(scratch), path(location))
 
 
-def _copy_tree(source: epath.Path, destination: epath.Path) -> None:
+@contextlib.contextmanager
+def published_directory(location: PathLike, *, marker: str) -> Iterator[str]:
+    """A local folder to fill that appears at `location`, whole, when the block ends without
+    error, for readers that take the file `marker` in it to mean "complete".
+
+    Locally the folder is a sibling renamed onto `location` (atomic); if another process
+    published `location` first, its copy is kept (callers publish the same content under the
+    same name). Remotely the files are uploaded with `marker` last: an upload cut short leaves
+    objects but no marker, which readers ignore and a rerun overwrites.
+    """
+    if is_remote(location):
+        with tempfile.TemporaryDirectory(prefix="bert-upload-") as scratch:
+            yield scratch
+            _copy_tree(epath.Path(scratch), path(location), last=marker)
+        return
+    final = os.fspath(location)
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f".partial-{os.path.basename(final)}-", dir=parent)
+    try:
+        yield scratch
+        try:
+            os.rename(scratch, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, marker)):
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def mirrored(location: PathLike, local_directory: PathLike, *, marker: str) -> str:
+    """A local folder holding the files of the folder `location`, which holds `marker`.
+
+    `location` itself when it is local; else `local_directory`, downloaded on first use
+    (published as `published_directory` does, so that processes of one host share one copy)
+    and reused after. The copy is never refreshed: callers name folders by their content.
+    """
+    if not is_remote(location):
+        return os.fspath(location)
+    local = os.fspath(local_directory)
+    if not os.path.isfile(os.path.join(local, marker)):
+        with published_directory(local, marker=marker) as scratch:
+            _copy_tree(fresh(location), epath.Path(scratch))
+    return local
+
+
+def _copy_tree(source: epath.Path, destination: epath.Path, *, last: str | None = None) -> None:
+    """Copies the folder `source` into `destination`; its file `last`, if any, after the rest."""
     destination.mkdir(parents=True, exist_ok=True)
-    for child in source.iterdir():
+    children = sorted(source.iterdir(), key=lambda child: child.name == last)
+    for child in children:
         if child.is_dir():
             _copy_tree(child, destination / child.name)
         else:

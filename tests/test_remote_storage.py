@@ -101,20 +101,51 @@ def _names(directory):
     return sorted(p.name for p in epath.Path(directory).iterdir())
 
 
+def _remote_corpus(gcs, tmp_path):
+    """The train files of `_pretrain` and two eval files, gzipped, uploaded: their overrides."""
+    import glob
+    import gzip
+
+    for path in sorted(glob.glob(os.path.join(REPO, "data/sotu/train/19[0-4]*.txt"))):
+        files.copy_file(path, f"{gcs}/corpus/train/{os.path.basename(path)}")
+    for path in sorted(glob.glob(os.path.join(REPO, "data/sotu/eval/19[24]*.txt"))):
+        packed = tmp_path / (os.path.basename(path) + ".gz")
+        packed.write_bytes(gzip.compress(open(path, "rb").read()))
+        files.copy_file(packed, f"{gcs}/corpus/eval/{packed.name}")
+    return (f"--config.data.train_files={gcs}/corpus/train/*.txt",
+            f"--config.data.eval_files={gcs}/corpus/eval/*.txt.gz")
+
+
+def _prepared_parts(log):
+    return [line for line in log.splitlines() if " part " in line and " instances, " in line]
+
+
 def test_pretraining_writes_its_workdir_to_the_bucket_and_resumes_from_it(gcs, tmp_path):
     workdir = f"{gcs}/pretrain"
-    cache = f"--config.data.cache_dir={tmp_path / 'data'}"  # the corpus side stays local here
-    _pretrain(workdir, cache, "--config.train_steps=2")
+    corpus = _remote_corpus(gcs, tmp_path)
+    mirror = f"--config.data.local_cache_dir={tmp_path / 'host-a'}"
+    log = _pretrain(workdir, *corpus, mirror, "--config.train_steps=2")
+    assert len(_prepared_parts(log)) == 2  # a train part and an eval part
     run = epath.Path(workdir)
     assert _names(run / "checkpoints") == ["2"]
+    [examples] = [name for name in _names(run / "data") if name.startswith("examples-")]
+    assert _names(run / "data" / examples) == ["eval", "key.json", "plan.json", "summary.json",
+                                               "train"]
+    key = json.loads((run / "data" / examples / "key.json").read_text())
+    assert key["eval_files"][0][0].startswith(f"{gcs}/corpus/eval/")
+    # This host's copies of the examples (memory-mapped) and of the trained tokenizer:
+    assert sorted(os.listdir(tmp_path / "host-a")) == _names(run / "data")
     assert json.loads((run / "experiment_config.json").read_text())["train_steps"] == 2
     assert json.loads((run / "bert_config.json").read_text())["num_layers"] == 2
     assert (run / "tokenizer").is_dir()
     assert list((run / "tensorboard").iterdir())
     assert not os.path.exists(os.path.join(REPO, "gs:"))  # nothing landed on the local disk
 
-    log = _pretrain(workdir, cache, "--config.train_steps=4")
-    assert "resumed from step 2" in log
+    # Another host (a new local copy) resumes: it reads the remote cache, prepares nothing.
+    mirror = f"--config.data.local_cache_dir={tmp_path / 'host-b'}"
+    log = _pretrain(workdir, *corpus, mirror, "--config.train_steps=4")
+    assert "resumed from step 2" in log and _prepared_parts(log) == []
+    assert sorted(os.listdir(tmp_path / "host-b")) == _names(run / "data")
     assert _names(run / "checkpoints") == ["2", "4"]
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows if "loss" in r] == [2, 4]

@@ -21,9 +21,10 @@ Three formats (`corpus_format`):
 * ``"jsonl"``: one JSON object per line, a document in its `text_field`; the text's lines are
   paragraphs. `doc_separator` does not apply.
 
-Files ending in .gz, .bz2 or .zst are decompressed as they are read. Files are streamed line
-by line, and `Piece`s (byte ranges of a file, bert/data/plan.py) are read alone, so memory does
-not grow with the file.
+Files ending in .gz, .bz2 or .zst are decompressed as they are read. Globs and files may be
+URLs (gs://bucket/wiki/*.txt.gz, any store of bert/files.py): objects are read in ranges as they
+are streamed, never downloaded whole. Files are streamed line by line, and `Piece`s (byte
+ranges of a file, bert/data/plan.py) are read alone, so memory does not grow with the file.
 
 Everything the reader drops or changes (empty files, one-sentence documents, sentences cut for
 length) is counted in the returned `CorpusSummary`, never hidden; everything it cannot read
@@ -33,6 +34,7 @@ raises `DataError` naming the file, and the line where that applies.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import dataclasses
 import glob
 import gzip
@@ -43,6 +45,10 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+from etils import epath
+
+from bert import files
 
 DOC_SEPARATORS = ("file", "blank_line")
 CORPUS_FORMATS = ("paragraphs", "sentences", "jsonl")
@@ -102,17 +108,17 @@ def parse_file_patterns(patterns: str | Sequence[str], *, key: str) -> list[str]
     return [p for p in items if p]
 
 
-def expand_files(patterns: str | Sequence[str], *, key: str) -> list[Path]:
-    """Expands globs to a sorted, de-duplicated list of absolute file paths.
+def expand_files(patterns: str | Sequence[str], *, key: str) -> list[Path | epath.Path]:
+    """Expands globs to a sorted, de-duplicated list of absolute file paths (or URLs).
 
-    A relative pattern is tried against the working directory first and then against the
-    repository root. Every pattern must match at least one file: a typo in a config must not
-    quietly shrink the corpus.
+    A URL pattern (gs://bucket/corpus/*.txt) is matched in its store. A relative pattern is
+    tried against the working directory first and then against the repository root. Every
+    pattern must match at least one file: a typo in a config must not quietly shrink the corpus.
     """
     items = parse_file_patterns(patterns, key=key)
     if not items:
         raise DataError(f"{key} is empty: name at least one file or glob")
-    found: dict[Path, None] = {}
+    found: dict[Path | epath.Path, None] = {}
     for pattern in items:
         matches = _glob(pattern)
         if not matches:
@@ -126,7 +132,9 @@ def expand_files(patterns: str | Sequence[str], *, key: str) -> list[Path]:
     return sorted(found)
 
 
-def _glob(pattern: str) -> list[Path]:
+def _glob(pattern: str) -> list[Path | epath.Path]:
+    if files.is_remote(pattern):
+        return list(files.glob(pattern))
     expanded = os.path.expanduser(pattern)
     bases = [""] if os.path.isabs(expanded) else ["", str(_REPO_ROOT)]
     for base in bases:
@@ -143,7 +151,7 @@ def check_doc_separator(doc_separator: str) -> None:
                         f"got {doc_separator!r}")
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path | epath.Path) -> str:
     """Reads a UTF-8 text file, rejecting binary files and invalid bytes with their location."""
     data = path.read_bytes()
     if b"\x00" in data:
@@ -184,33 +192,39 @@ def is_compressed(path: str | Path) -> bool:
     return str(path).endswith(COMPRESSED_SUFFIXES)
 
 
-def open_binary(path: str | Path) -> BinaryIO:
+@contextlib.contextmanager
+def open_binary(path: str | Path) -> Iterator[BinaryIO]:
     """The file's bytes, decompressed when its name ends in .gz, .bz2 or .zst."""
     name = str(path)
-    if name.endswith(".gz"):
-        return gzip.open(name, "rb")  # type: ignore[return-value]
-    if name.endswith(".bz2"):
-        return bz2.open(name, "rb")  # type: ignore[return-value]
-    if name.endswith(".zst"):
-        import zstandard  # only corpora that need it pay for the import
+    with files.open_binary(name) as raw:
+        if name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                yield stream  # type: ignore[misc]
+        elif name.endswith(".bz2"):
+            with bz2.BZ2File(raw, "rb") as stream:
+                yield stream  # type: ignore[misc]
+        elif name.endswith(".zst"):
+            import zstandard  # only corpora that need it pay for the import
 
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(name, "rb")))
-    return open(name, "rb")
+            with io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw)) as stream:
+                yield stream  # type: ignore[misc]
+        else:
+            yield raw
 
 
 def _line_number(path: str, offset: int) -> int:
     """1-based line of byte `offset` of an uncompressed file (only computed for an error)."""
-    with open(path, "rb") as f:
+    with files.open_binary(path) as f:
         return f.read(offset).count(b"\n") + 1
 
 
 def piece_lines(piece: Piece) -> Iterator[str]:
     """The decoded lines of `piece`, streamed; bad bytes raise `DataError` with file and line."""
-    try:
-        stream = open_binary(piece.path)
-    except OSError as err:
-        raise DataError(f"{piece.path}: cannot open ({err.strerror or err})") from None
-    with stream:
+    with contextlib.ExitStack() as opened:
+        try:
+            stream = opened.enter_context(open_binary(piece.path))
+        except OSError as err:
+            raise DataError(f"{piece.path}: cannot open ({err.strerror or err})") from None
         if piece.start:
             stream.seek(piece.start)
         offset, line = piece.start, 0
@@ -275,7 +289,7 @@ def read_documents(
     return documents, summary
 
 
-def read_file_documents(path: Path, doc_separator: str, summary: CorpusSummary,
+def read_file_documents(path: Path | epath.Path, doc_separator: str, summary: CorpusSummary,
                         max_sentence_chars: int = MAX_SENTENCE_CHARS) -> list[list[str]]:
     """The kept documents of one file of paragraphs; adds what it read and skipped to `summary`."""
     return list(piece_documents(Piece(str(path)), summary, doc_separator=doc_separator,

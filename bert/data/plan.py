@@ -18,11 +18,13 @@ A last part under half the target size is merged into the one before it.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
+from bert import files as storage
 from bert.data.corpus import Piece, is_compressed
 
 
@@ -47,15 +49,16 @@ class Part:
         return first if first == last else f"{first} .. {last} ({len(self.pieces)} pieces)"
 
 
-def _cuttable(path: Path, corpus_format: str, doc_separator: str) -> bool:
+def _cuttable(path: Path | epath.Path, corpus_format: str, doc_separator: str) -> bool:
     if is_compressed(path):
         return False
     return corpus_format == "jsonl" or doc_separator == "blank_line"
 
 
-def next_boundary(path: str | Path, offset: int, corpus_format: str) -> int | None:
+def next_boundary(path: str | Path | epath.Path, offset: int,
+                  corpus_format: str) -> int | None:
     """The first document start at or after byte `offset`, or None if the file ends first."""
-    with open(path, "rb") as f:
+    with storage.open_binary(path) as f:
         f.seek(offset)
         f.readline()  # the rest of the line `offset` falls in
         previous_blank = False
@@ -72,7 +75,7 @@ def next_boundary(path: str | Path, offset: int, corpus_format: str) -> int | No
             previous_blank = blank
 
 
-def plan_parts(files: Sequence[Path], *, corpus_format: str, doc_separator: str,
+def plan_parts(files: Sequence[Path | epath.Path], *, corpus_format: str, doc_separator: str,
                part_bytes: int) -> list[Part]:
     """Groups and cuts `files` (in order) into parts of about `part_bytes` (module docstring)."""
     whole_files = doc_separator == "file" and corpus_format != "jsonl"
@@ -86,7 +89,7 @@ def plan_parts(files: Sequence[Path], *, corpus_format: str, doc_separator: str,
         pieces, size = [], 0
 
     for path in files:
-        file_size = os.path.getsize(path)
+        file_size = storage.size(path)
         start = 0
         if _cuttable(path, corpus_format, doc_separator):
             while file_size - start > part_bytes - size:

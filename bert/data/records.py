@@ -40,6 +40,16 @@ batch of step s is still a function of (seed, s) alone.
 When `config.data.tokenizer` is empty, a tokenizer (`config.data.tokenizer_type`: SentencePiece,
 or the paper's uncased WordPiece) is trained on the train files and kept in
 `<cache>/tokenizer-<key>/`, also written atomically.
+
+The cache may be remote (gs://bucket/run/data, any store of bert/files.py), and so may the
+corpus. Shards are written locally and uploaded with their summary.json last, so that the marker
+every reader checks appears only after the arrays it describes. Training memory-maps shards,
+which needs local files, so a remote examples folder is read through a mirror: it is copied once
+per host into `config.data.local_cache_dir` (default: bert-data under the system's temporary
+folder, e.g. $TMPDIR) under the same `examples-<key>` name, and a later run with the same content
+key reuses that copy without reading the store again (the key names the content, so a copy is
+never stale; nothing removes old copies). The processes of a multi-host run each prepare their
+share into the remote cache and poll it for the rest.
 """
 
 from __future__ import annotations
@@ -50,14 +60,16 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
+import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from etils import epath
+
+from bert import files
 from bert.data.corpus import (CorpusSummary, DataError, check_corpus_format,
                               check_doc_separator, expand_files, parse_file_patterns,
                               piece_documents)
@@ -66,7 +78,6 @@ from bert.data.parallel import resolve_workers, worker_map
 from bert.data.plan import Part, plan_parts
 from bert.data.shards import (BASE_ARRAYS, MASK_ARRAYS, SUMMARY_FILE, ShardedRows, ShardJob,
                               load_shards, shard_name, write_shard)
-from bert.files import write_atomically
 from bert.tokenizer import (SENTENCEPIECE_FILE, Tokenizer, TokenizerError, load_tokenizer,
                             train_sentencepiece)
 from bert.wordpiece import VOCAB_FILE, train_wordpiece
@@ -102,6 +113,7 @@ class DataSettings:
     text_field: str = "text"  # the JSONL field holding a document's text
     tokenizer_type: str = "sentencepiece"  # what to train when `tokenizer` is empty
     part_bytes: int = 32 << 20  # text per corpus part (bert/data/plan.py)
+    local_cache_dir: str = ""  # where a remote cache is mirrored; "" = <temp folder>/bert-data
 
     @classmethod
     def from_config(cls, config_data: Any, *, max_predictions_per_seq: int) -> DataSettings:
@@ -161,7 +173,13 @@ class DataSettings:
                    num_workers=num_workers, packing=packing,
                    max_instances_per_pack=max_instances_per_pack, prep_workers=prep_workers,
                    corpus_format=corpus_format, text_field=str(get("text_field", "text")),
-                   tokenizer_type=tokenizer_type, part_bytes=max(1, int(part_mb * (1 << 20))))
+                   tokenizer_type=tokenizer_type, part_bytes=max(1, int(part_mb * (1 << 20))),
+                   local_cache_dir=str(get("local_cache_dir", "") or ""))
+
+    def local_copy(self, folder: epath.Path, marker: str) -> Path:
+        """`folder` of the cache as a local folder: itself, or its copy on this host."""
+        root = self.local_cache_dir or os.path.join(tempfile.gettempdir(), "bert-data")
+        return Path(files.mirrored(folder, os.path.join(root, folder.name), marker=marker))
 
 
 def _config_getter(config_data: Any) -> Callable[[str, Any], Any]:
@@ -227,7 +245,7 @@ class SplitArrays:
 class PreparedData:
     """Stored examples plus everything the input pipeline needs to mask and batch them."""
 
-    directory: Path
+    directory: epath.Path  # the examples folder in the cache (SplitArrays: its local copy)
     train: SplitArrays
     eval: SplitArrays | None
     max_seq_len: int  # T
@@ -242,37 +260,14 @@ class PreparedData:
         return self.mask.max_predictions_per_seq
 
 
-def file_fingerprints(patterns: Sequence[str], *, key: str) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every matched file: cheap, and changes whenever content does."""
-    result = []
-    for path in expand_files(patterns, key=key):
-        stat = path.stat()
-        result.append((str(path), stat.st_size, stat.st_mtime_ns))
-    return result
+def file_fingerprints(patterns: Sequence[str], *, key: str) -> list[tuple[str, int, int | str]]:
+    """(path, size, version) of every matched file: cheap, and changes whenever content does
+    (`bert.files.fingerprint`)."""
+    return [files.fingerprint(path) for path in expand_files(patterns, key=key)]
 
 
 def _digest(material: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _write_atomically(final: Path, write: Callable[[Path], None]) -> None:
-    """Runs `write(tmp)` into a fresh temporary folder beside `final`, then renames it.
-
-    If another process finished the same folder first, its copy is kept (same content).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".partial-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _plan(settings: DataSettings, patterns: Sequence[str], key: str) -> list[Part]:
@@ -294,7 +289,8 @@ def training_sentences(settings: DataSettings,
                 yield from document
 
 
-def trained_tokenizer(settings: DataSettings, *, vocab_size: int, cache_dir: Path) -> Tokenizer:
+def trained_tokenizer(settings: DataSettings, *, vocab_size: int,
+                      cache_dir: epath.Path) -> Tokenizer:
     """The tokenizer trained on the train files (`settings.tokenizer_type`), cached."""
     material = {"format": FORMAT_VERSION, "vocab_size": vocab_size,
                 "type": settings.tokenizer_type, "corpus_format": settings.corpus_format,
@@ -302,8 +298,9 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int, cache_dir: Pat
                 "files": file_fingerprints(settings.train_files, key="config.data.train_files")}
     folder = cache_dir / f"tokenizer-{_digest(material)}"
     expected = VOCAB_FILE if settings.tokenizer_type == "wordpiece" else SENTENCEPIECE_FILE
-    if not (folder / expected).is_file():
-        def write(tmp: Path) -> None:
+    if not files.fresh(folder / expected).is_file():
+        with files.published_directory(folder, marker=expected) as scratch:
+            tmp = Path(scratch)
             sentences = training_sentences(settings)
             try:
                 if settings.tokenizer_type == "wordpiece":
@@ -316,8 +313,7 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int, cache_dir: Pat
                                 f"config.model.vocab_size={vocab_size} (config.data.tokenizer "
                                 f"is empty): {err}") from None
             (tmp / "key.json").write_text(json.dumps(material, indent=2) + "\n")
-        _write_atomically(folder, write)
-    return load_tokenizer(folder)
+    return load_tokenizer(settings.local_copy(folder, expected))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,10 +337,10 @@ def _splits(settings: DataSettings) -> list[_Split]:
 
 
 # Per-worker state: set once per process by `_set_job`, read by every task.
-_job: tuple[ShardJob, Path, dict[str, _Split]] | None = None
+_job: tuple[ShardJob, epath.Path, dict[str, _Split]] | None = None
 
 
-def _set_job(job: ShardJob, folder: Path, splits: dict[str, _Split]) -> None:
+def _set_job(job: ShardJob, folder: epath.Path, splits: dict[str, _Split]) -> None:
     global _job
     _job = (job, folder, splits)
 
@@ -359,9 +355,9 @@ def _prepare_part(task: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
     if not (final / SUMMARY_FILE).is_file():
         is_train = name == "train"
         split_job = job if is_train else dataclasses.replace(job, mask=None)
-        _write_atomically(final, lambda tmp: write_shard(
-            tmp, index, split.parts[index], split_job, split.dupe_factor,
-            pack_rows=is_train and job.packing))
+        with files.published_directory(final, marker=SUMMARY_FILE) as scratch:
+            write_shard(Path(scratch), index, split.parts[index], split_job, split.dupe_factor,
+                        pack_rows=is_train and job.packing)
     return name, index, json.loads((final / SUMMARY_FILE).read_text())
 
 
@@ -375,7 +371,7 @@ def _log_part(name: str, index: int, summary: Mapping[str, Any]) -> None:
                  summary["text_bytes"] / 1e6, summary["seconds"])
 
 
-def _run_share(folder: Path, splits: Sequence[_Split], job: ShardJob, *, shard: int,
+def _run_share(folder: epath.Path, splits: Sequence[_Split], job: ShardJob, *, shard: int,
                num_shards: int, workers: int) -> dict[str, Any]:
     """Prepares this process's share of the parts, with a progress bar; returns its totals."""
     from tqdm import tqdm
@@ -416,7 +412,7 @@ def _split_summary(split: _Split, parts: Sequence[Mapping[str, Any]]) -> dict[st
     return summary
 
 
-def _finish(folder: Path, splits: Sequence[_Split], settings: DataSettings,
+def _finish(folder: epath.Path, splits: Sequence[_Split], settings: DataSettings,
             max_seq_len: int) -> None:
     """Writes the folder's summary.json from its shards' summaries (all must exist)."""
     summary: dict[str, Any] = {}
@@ -433,12 +429,15 @@ def _finish(folder: Path, splits: Sequence[_Split], settings: DataSettings,
                 mean_instances_per_row=summary["train"]["instances"] / rows)
     summary["seconds_to_prepare"] = round(sum(
         json.loads(p.read_text())["seconds"] for p in folder.glob(f"*/part-*/{SUMMARY_FILE}")), 2)
-    write_atomically(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    files.write_atomically(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _missing(folder: Path, splits: Sequence[_Split]) -> list[str]:
-    return [f"{name}/{shard_name(index)}" for name, index in _tasks(splits)
-            if not (folder / name / shard_name(index) / SUMMARY_FILE).is_file()]
+def _missing(folder: epath.Path, splits: Sequence[_Split]) -> list[str]:
+    """The shards not finished yet, seen in one listing (a remote cache is polled with it)."""
+    found = files.glob(f"{files.fresh(folder)}/*/part-*/{SUMMARY_FILE}")
+    finished = {f"{summary.parent.parent.name}/{summary.parent.name}" for summary in found}
+    return [task for task in (f"{name}/{shard_name(index)}" for name, index in _tasks(splits))
+            if task not in finished]
 
 
 def _this_process() -> tuple[int, int]:
@@ -455,7 +454,7 @@ def prepare_pretraining_data(
     max_seq_len: int,
     max_predictions_per_seq: int,
     seed: int,
-    cache_dir: str | Path,
+    cache_dir: str | Path | epath.Path,
     tokenizer: Tokenizer,
     *,
     shard: int | None = None,
@@ -478,7 +477,7 @@ def prepare_pretraining_data(
     if not 0 <= shard < num_shards:
         raise DataError(f"--shard={shard} is outside [0, --num_shards={num_shards})")
     vocab = MaskVocabulary.from_tokenizer(tokenizer)
-    cache_dir = Path(cache_dir)
+    cache_dir = files.path(cache_dir)
 
     material: dict[str, Any] = {
         "format": FORMAT_VERSION,
@@ -501,14 +500,14 @@ def prepare_pretraining_data(
     }
     folder = cache_dir / f"examples-{_digest(material)}"
     share: dict[str, Any] = {}
-    if not (folder / "summary.json").is_file():
+    if not files.fresh(folder / "summary.json").is_file():
         splits = _splits(settings)
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in (("key.json", material),
                            ("plan.json", {s.name: [p.to_dict() for p in s.parts]
                                           for s in splits})):
             if not (folder / name).is_file():
-                write_atomically(folder / name, json.dumps(text, indent=2) + "\n")
+                files.write_atomically(folder / name, json.dumps(text, indent=2) + "\n")
         job = ShardJob(tokenizer=tokenizer, corpus_format=settings.corpus_format,
                        doc_separator=settings.doc_separator, text_field=settings.text_field,
                        max_seq_len=max_seq_len, short_seq_prob=settings.short_seq_prob,
@@ -532,27 +531,29 @@ def prepare_pretraining_data(
             _finish(folder, splits, settings, max_seq_len)
     if not wait:
         return share
-    summary = json.loads((folder / "summary.json").read_text())
-    train = SplitArrays.load(folder / "train")
+    local = settings.local_copy(folder, "summary.json")
+    summary = json.loads((local / "summary.json").read_text())
+    train = SplitArrays.load(local / "train")
     if settings.masking == "static" and not train.has_static_masks:
         raise DataError(f"{folder}: built for dynamic masking but config.data.masking is "
                         "'static'; delete the folder to rebuild it")
-    eval_split = SplitArrays.load(folder / "eval") if (folder / "eval").is_dir() else None
+    eval_split = SplitArrays.load(local / "eval") if (local / "eval").is_dir() else None
     return PreparedData(directory=folder, train=train, eval=eval_split, max_seq_len=max_seq_len,
                         masking=settings.masking, mask=settings.mask, vocab=vocab,
                         pad_id=tokenizer.pad_id, summary=summary)
 
 
-def data_tokenizer(config: Any, workdir: str | Path) -> tuple[Tokenizer, Path]:
+def data_tokenizer(config: Any, workdir: str | Path) -> tuple[Tokenizer, epath.Path]:
     """The tokenizer of `config` (loaded, or trained and cached) and the cache folder."""
     settings = DataSettings.from_config(
         config.data, max_predictions_per_seq=config.max_predictions_per_seq)
-    cache_dir = Path(getattr(config.data, "cache_dir", "") or Path(workdir) / "data")
+    cache_dir = files.path(getattr(config.data, "cache_dir", "") or files.path(workdir) / "data")
     vocab_size = _as_int(config.model.vocab_size, "config.model.vocab_size", minimum=6)
     if settings.tokenizer:
         try:
-            tokenizer = load_tokenizer(settings.tokenizer)
-        except TokenizerError as err:
+            with files.local_copy(settings.tokenizer) as local:
+                tokenizer = load_tokenizer(local)
+        except (TokenizerError, FileNotFoundError) as err:
             raise DataError(f"config.data.tokenizer: {err}") from None
         if tokenizer.vocab_size > vocab_size:
             raise DataError(f"config.model.vocab_size={vocab_size} is smaller than the "
@@ -567,7 +568,8 @@ def build(config: Any, workdir: str | Path) -> tuple[Tokenizer, PreparedData]:
     """The training code's one call: tokenizer and prepared examples for a full config.
 
     Reads config.data, config.seed, config.max_seq_len, config.max_predictions_per_seq and
-    config.model.vocab_size. The cache lives in config.data.cache_dir, or `<workdir>/data`.
+    config.model.vocab_size. The cache lives in config.data.cache_dir, or `<workdir>/data`
+    (either may be a URL; the module docstring says how a remote cache is read).
     In a multi-process run each process prepares only its share of missing parts, then waits
     for the others' (the cache must be on storage every process sees).
     """
