@@ -416,6 +416,14 @@ def _classification_examples(job: dict[str, Any], path: str, split: str) -> list
         regression=o.get("reader.regression", False))
 
 
+def test_short_glue_rows_are_skipped_and_counted(runs):
+    """QQP's fixture (its train and dev file here) has a question broken over two lines, as the
+    real train.tsv has: neither piece is a whole row."""
+    results = _results(_workdir(runs, "qqp"))
+    assert results["train_skipped"] == results["eval_skipped"] == 2
+    assert results["train_examples"] == results["eval_examples"] == 2
+
+
 def test_latin1_file_is_decoded_not_mangled(runs):
     workdir = _workdir(runs, "classify_latin1_csv")
     assert "r1\t" in (workdir / "eval_predictions.tsv").read_text()
