@@ -1,4 +1,4 @@
-"""`python -m bert.finetune` on bad input: one line naming the problem, a non-zero exit, no traceback.
+"""`python -m bert.finetune` on bad input: one line naming the problem, non-zero exit, no traceback.
 
 Every case stops before compiling anything, so each costs the command's start-up.
 """
