@@ -170,6 +170,8 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     results: dict[str, Any] = {"task": config.task, "checkpoint": scored, "step": step,
                                "train_steps": plan.steps, "train_examples": len(train_split.examples),
                                "selection_metric": family.selection_metric}
+    if train_split.skipped:
+        results["train_skipped"] = train_split.skipped
     results.update(last.get("metrics", {}))
     outputs = {}
     with files.staged_directory(workdir) as local_workdir:  # task writers write local files
@@ -181,7 +183,8 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
             results[f"{split.name}_examples"] = len(split.examples)
             if split.skipped:
                 results[f"{split.name}_skipped"] = split.skipped
-    results["prediction_files"] = {k: os.path.basename(v) for k, v in outputs.items()}
+    results["prediction_files"] = {k: [os.path.basename(p) for p in v]
+                                   for k, v in outputs.items()}
     if jax.process_index() == 0:
         write_atomically(files.path(workdir) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     logging.info("%s: %s", scored, trainer.format_metrics(
@@ -261,7 +264,7 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
                "selected": {k: selected[k] for k in ("learning_rate", "seed", "workdir")},
                **selected["metrics"], "mean": mean, "std": std, "runs": runs}
     if jax.process_index() == 0:
-        for file in selected["prediction_files"].values():
+        for file in (name for names in selected["prediction_files"].values() for name in names):
             files.copy_file(files.path(selected["workdir"]) / file, files.path(workdir) / file)
         write_atomically(files.path(workdir) / RESULTS_FILE, json.dumps(summary, indent=2) + "\n")
     logging.info("%d runs; selected %s on dev %s; mean %s", len(runs),

@@ -183,8 +183,10 @@ class Family:
     def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
         raise NotImplementedError
 
-    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
-        """Writes the split's predictions in the task's customary format; returns the path."""
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
+        """Writes the split's predictions in the task's customary format, first to
+        DIR/<split>_predictions.<ext>; returns the paths of every file written."""
         raise NotImplementedError
 
 
@@ -252,16 +254,18 @@ class Classification(Family):
         return classification.compute_metrics(self.spec, predicted, gold,
                                               mismatched=split.name == "eval_mismatched")
 
-    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
         predicted = classification.predictions_from_outputs(predictions["logits"], self.spec)
+        names = [f"{split.name}_predictions.tsv"]
         if split.name.startswith("test") and self.config.task != "classify":
-            mismatched = split.name == "test_mismatched"
-            name = classification.submission_file(self.spec, mismatched=mismatched)
-        else:
-            name = f"{split.name}_predictions.tsv"
-        path = os.path.join(directory, name)
-        classification.write_predictions(path, self.spec, split.examples, predicted)
-        return path
+            # The same file under the leaderboard's name (MNLI-m.tsv, MNLI-mm.tsv, ...).
+            names.append(classification.submission_file(
+                self.spec, mismatched=split.name == "test_mismatched"))
+        paths = [os.path.join(directory, name) for name in names]
+        for path in paths:
+            classification.write_predictions(path, self.spec, split.examples, predicted)
+        return paths
 
 
 # ----------------------------------------------------------------------------------- tagging
@@ -305,10 +309,11 @@ class Tagging(Family):
         return tagging.entity_scores([s.tags for s in split.examples],
                                      self._words(split, predictions))
 
-    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
         path = os.path.join(directory, f"{split.name}_predictions.conll")
         tagging.write_conll(path, split.examples, self._words(split, predictions))
-        return path
+        return [path]
 
 
 class FeatureProbe(Tagging):
@@ -409,12 +414,14 @@ class Squad(Family):
         return squad.evaluate(split.examples, self._answers(split, predictions),
                               version_2_with_negative=self.version_2)
 
-    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
         path = os.path.join(directory, f"{split.name}_predictions.json")
         odds = path.replace(".json", ".null_odds.json") if self.version_2 else None
+        nbest = path.replace(".json", ".nbest.json")
         squad.write_predictions(self._answers(split, predictions), path, null_odds_path=odds,
-                                nbest_path=path.replace(".json", ".nbest.json"))
-        return path
+                                nbest_path=nbest)
+        return [p for p in (path, odds, nbest) if p]
 
 
 # --------------------------------------------------------------------------- multiple choice
@@ -438,11 +445,12 @@ class MultipleChoice(Family):
         predicted = multiple_choice.predictions_from_outputs(predictions["scores"])
         return multiple_choice.compute_metrics(predicted, split.features["label_ids"])
 
-    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]) -> str:
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
         path = os.path.join(directory, f"{split.name}_predictions.csv")
         multiple_choice.write_predictions(
             path, split.examples, multiple_choice.predictions_from_outputs(predictions["scores"]))
-        return path
+        return [path]
 
 
 def family(config: ConfigDict, tokenizer: Tokenizer) -> Family:
