@@ -247,13 +247,7 @@ def read_hf_config_values(hf_dir: str) -> tuple[dict[str, Any], str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: {hf_dir} is not a Hugging Face model folder")
     with open(path, encoding="utf-8") as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConversionError(f"{path}: not JSON ({e})") from e
-    if not isinstance(values, dict):
-        raise ConversionError(f"{path}: expected a JSON object")
-    return values, path
+        return files.json_object(f.read(), path, ConversionError), path
 
 
 # ---------------------------------------------------------------------------------------------

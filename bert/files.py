@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import glob as glob_lib
+import json
 import os
 import shutil
 import tempfile
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from etils import epath
 from etils.epath import backend
@@ -264,3 +265,16 @@ def copy_file(source: PathLike, destination: PathLike) -> None:
     """Copies one file, across storages (a backend's own copy assumes both ends are its own)."""
     with path(source).open("rb") as reader, path(destination).open("wb") as writer:
         shutil.copyfileobj(reader, writer, 16 * 2**20)
+
+
+def json_object(text: str, where: object, error: type[ValueError] = ValueError, *,
+                line: int | None = None) -> dict[str, Any]:
+    """`text` parsed as a JSON object. Bad JSON or another kind of value raises `error` naming
+    `where` and the line: `line` for one line of a JSON-lines file, else where parsing failed."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{where}:{line or e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(value, dict):
+        raise error(f"{where}{f':{line}' if line else ''}: expected a JSON object")
+    return value

@@ -216,12 +216,7 @@ def read_task_head(directory: str) -> TaskHead | None:
     path = files.path(directory) / TASK_FILE
     if not path.exists():
         return None
-    with path.open("r") as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not JSON ({e})") from e
-    return TaskHead.from_dict(values, path)
+    return TaskHead.from_dict(files.json_object(path.read_text(), path), path)
 
 
 # ---------------------------------------------------------------------------------------------

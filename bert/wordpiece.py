@@ -33,7 +33,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
-from bert.files import write_atomically
+from bert.files import json_object, write_atomically
 
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
@@ -124,12 +124,7 @@ class WordPieceTokenizer:
         config_path = os.path.join(directory, CONFIG_FILE)
         if os.path.exists(config_path):
             with open(config_path, encoding="utf-8") as f:
-                try:
-                    settings = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{config_path}:{e.lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(settings, dict):
-                raise ValueError(f"{config_path} must hold a JSON object")
+                settings = json_object(f.read(), config_path)
         for key in ("do_lower_case", "tokenize_chinese_chars"):
             if settings.get(key) is not None and not isinstance(settings[key], bool):
                 raise ValueError(f"{config_path}: {key} must be true or false, got {settings[key]!r}")

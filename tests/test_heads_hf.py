@@ -246,19 +246,19 @@ def test_folder_whose_params_do_not_fit_its_task_json_is_refused(from_transforme
 
 
 @pytest.mark.parametrize("text, message", [
-    ('{"task": "ner", "labels": []}', "task: 'ner' is not one of sequence_classification, regression"),
-    ('{"labels": ["a", "b"]}', "task is missing"),
+    ('{"task": "ner", "labels": []}', ": task: 'ner' is not one of sequence_classification, regression"),
+    ('{"labels": ["a", "b"]}', ": task is missing"),
     ('{"task": "token_classification", "labels": ["O"]}',
-     "labels: a token_classification head takes at least 2 labels, got 1"),
-    ('{"task": "multiple_choice", "labels": ["a"]}', "labels: a multiple_choice head takes no labels, got 1"),
-    ('{"task": "sequence_classification", "labels": "ab"}', "labels: expected a list of strings"),
-    ('{"task": "sequence_classification", "labels": ["a", 1]}', r"labels: \[1\] are not non-empty strings"),
-    ('{"task": "regression", "label": []}', "unknown fields label"),
-    ('{"task": ', "not JSON"),
+     ": labels: a token_classification head takes at least 2 labels, got 1"),
+    ('{"task": "multiple_choice", "labels": ["a"]}', ": labels: a multiple_choice head takes no labels, got 1"),
+    ('{"task": "sequence_classification", "labels": "ab"}', ": labels: expected a list of strings"),
+    ('{"task": "sequence_classification", "labels": ["a", 1]}', r": labels: \[1\] are not non-empty strings"),
+    ('{"task": "regression", "label": []}', ": unknown fields label"),
+    ('{"task": ', ":1: invalid JSON"),
 ])
 def test_bad_task_json_names_the_file_and_field(tmp_path, text, message):
     (tmp_path / TASK_FILE).write_text(text)
-    with pytest.raises(ValueError, match=f"^{tmp_path}/task.json: {message}"):
+    with pytest.raises(ValueError, match=f"^{tmp_path}/task.json{message}"):
         read_task_head(str(tmp_path))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bert.files import write_atomically
+from bert.files import json_object, write_atomically
 from bert.tasks import TaskDataError
 from bert.tokenizer import Tokenizer
 
@@ -244,13 +243,7 @@ def _table_records(path: str | Path, file_format: str, encoding: str, delimiter:
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TaskDataError(f"{path}:{line_number}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise TaskDataError(f"{path}:{line_number}: expected a JSON object per line")
-            yield line_number, record
+            yield line_number, json_object(line, path, TaskDataError, line=line_number)
         return
     if quoting not in _QUOTING:
         raise ValueError(f"quoting must be one of {sorted(_QUOTING)}, got {quoting!r}")
