@@ -353,7 +353,9 @@ def _run_bert_jax_eval(config: Any, s: dict[str, Any], passes: int, warmup: int,
         features = dict(saved)
     family = registry.family(recipe, tokenizer=None)
     task = family.task(family.model(model_config(config)))
-    runner = build_runner(recipe, task, make_optimizer(optimizer_config(recipe, train_steps=1)))
+    # One device, as the step rows run (a test session's CPU may be split into several).
+    runner = build_runner(recipe, task, make_optimizer(optimizer_config(recipe, train_steps=1)),
+                          devices=jax.devices()[:1])
     params = runner.init_state(jax.random.key(0)).params
     split = registry.Split("eval", ",".join(FLAGS.eval_files), (), features)
     computed = sum(b.host_batch["input_ids"].size for b in batches.eval_batches(
