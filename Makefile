@@ -56,10 +56,10 @@ bench: $(BENCH_VENV)/.installed
 # interleaved rounds each (hours on 2 CPU cores). Tables: docs/PERFORMANCE.md, "Fine-tuning".
 bench-finetune: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task classify \
-		--vs torch,hf_flax --steps 5 --warmup_steps 1 --repeats 3 \
+		--vs torch,hf_flax --steps 5 --warmup_steps 3 --repeats 3 \
 		--output results/bench_base_classify_seq128.json
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task squad \
-		--vs torch,hf_flax --steps 3 --warmup_steps 1 --repeats 3 \
+		--vs torch,hf_flax --steps 3 --warmup_steps 3 --repeats 3 \
 		--output results/bench_base_squad_seq384.json
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task eval \
 		--ablations fixed_length --eval_sentences 512 --steps 2 --warmup_steps 0 --repeats 3 \
