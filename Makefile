@@ -1,9 +1,10 @@
-# Two commands from a fresh machine: `make demo` and `make test`; `make bench` for docs/PERFORMANCE.md.
+# Two commands from a fresh machine: `make demo` and `make test`; `make bench` and
+# `make bench-finetune` for docs/PERFORMANCE.md.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench install install-test install-bench clean
+.PHONY: demo test bench bench-finetune install install-test install-bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,21 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
 		--ablations full_last_layer,optax_clip,system_allocator --seq_len 128 --batch_size 8 \
 		--steps 10 --warmup_steps 3 --repeats 3 --output results/bench_base_seq128.json
+
+# Fine-tuning, BERT-base fp32: the SST-2-shaped classification step (128 tokens, batch 32) and
+# the SQuAD-shaped span step (384 tokens, batch 32) against transformers' PyTorch and Flax
+# heads, then evaluation of 512 real sentences (length buckets vs max_seq_len), three
+# interleaved rounds each (hours on 2 CPU cores). Tables: docs/PERFORMANCE.md, "Fine-tuning".
+bench-finetune: $(BENCH_VENV)/.installed
+	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task classify \
+		--vs torch,hf_flax --steps 5 --warmup_steps 3 --repeats 3 \
+		--output results/bench_base_classify_seq128.json
+	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task squad \
+		--vs torch,hf_flax --steps 3 --warmup_steps 3 --repeats 3 \
+		--output results/bench_base_squad_seq384.json
+	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task eval \
+		--ablations fixed_length --eval_sentences 512 --steps 2 --warmup_steps 0 --repeats 3 \
+		--output results/bench_base_eval_sotu.json
 
 clean:
 	rm -rf runs

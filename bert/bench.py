@@ -1,8 +1,23 @@
 """Training-step benchmark: this codebase side by side with the implementations researchers use.
 
     python -m bert.bench --config experiments/pretrain/base.py [--vs torch,hf_flax] --output FILE.json
-        [--seq_len 128] [--batch_size 8] [--steps 20] [--warmup_steps 3] [--repeats 1]
-        [--dtype float32]
+        [--task pretrain|classify|squad|eval] [--seq_len 128] [--batch_size 8] [--steps 20]
+        [--warmup_steps 3] [--repeats 1] [--dtype float32]
+
+`--config` names the model (a pretraining config); `--task` the step that is timed:
+
+pretrain  MLM + NSP (below); the shapes default to the config's.
+classify  the fine-tuning step of sentence classification, 2 labels, as the SST-2 recipe
+          (experiments/finetune/sst2.py: 128 tokens, batch 32) runs it: bert-jax's
+          `make_train_step` with the task's `FineTuneTask` and optimizer, against transformers'
+          BertForSequenceClassification (PyTorch, torch AdamW, the same clip) and
+          FlaxBertForSequenceClassification (optax adamw).
+squad     the same for span QA (experiments/finetune/squad_v1.py: 384 tokens, batch 32):
+          BertForQuestionAnswering / FlaxBertForQuestionAnswering.
+eval      bert-jax's evaluation (`bert.finetune.predict`: length buckets, sorted by length) of
+          the classifier on real sentences (--eval_files, tokenized with --eval_tokenizer), and
+          the same evaluation padded to max_seq_len always (the `fixed_length` arm): sentences/s.
+          A "step" is one pass over all the sentences.
 
 Each implementation runs in its own subprocess (clean peak memory, no thread pools fighting),
 on identical shapes, with AdamW and dropout 0.1, timing full steps (forward MLM+NSP, backward,
@@ -12,7 +27,8 @@ imports them. Model FLOPs per step follow the usual count of useful matmul work:
 
     6 · (B·S·(12·L·H² + H² + 2·L·S·H) + B·P·(H² + H·V))
 
-(P masked positions per sequence). MFU divides achieved FLOP/s by the best matmul rate this
+(P masked positions per sequence); a fine-tuning step counts the encoder the same way and its
+head (`finetune_flops_per_step`). MFU divides achieved FLOP/s by the best matmul rate this
 benchmark itself measures on the machine in the same dtype (JAX or PyTorch, whichever is higher).
 """
 from __future__ import annotations
@@ -23,6 +39,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -57,11 +74,34 @@ def define_flags() -> None:
                       "host allocator of every worker: bert.allocator's settings, glibc's "
                       "defaults, or auto: what the bert-jax commands use on this host (tuned "
                       "for CPU runs, the system's on GPU and TPU hosts)")
+    flags.DEFINE_enum("task", "pretrain", list(TASKS), "the step timed: " + "; ".join(
+        f"{name}: {what}" for name, what in TASKS.items()))
+    flags.DEFINE_list("eval_files", ["data/sotu/eval/*.txt"],
+                      "eval: text files (globs) whose sentences are evaluated")
+    flags.DEFINE_string("eval_tokenizer", "", "eval: tokenizer folder or *.model file; empty: a "
+                        f"SentencePiece model of {EVAL_VOCAB_SIZE} pieces trained on "
+                        f"{EVAL_TOKENIZER_FILES}, as the demo's")
+    flags.DEFINE_integer("eval_sentences", 512, "eval: sentences drawn (seed 0) from --eval_files; "
+                         "0 = all")
     flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
+    flags.DEFINE_string("eval_features", None, "internal: the eval worker's features (.npz)")
     flags.mark_flags_as_required(["config"])
 
 
 IMPLS = ("bert-jax", "torch", "hf_flax")
+
+TASKS = {
+    "pretrain": "MLM + NSP pretraining step",
+    "classify": "fine-tuning step, sentence classification (2 labels)",
+    "squad": "fine-tuning step, span QA",
+    "eval": "bert-jax evaluation of real sentences, length buckets vs max_seq_len",
+}
+FINETUNE_TASKS = ("classify", "squad")
+# The fine-tuning recipe each task times (and eval evaluates): shapes, head, optimizer.
+FINETUNE_CONFIGS = {"classify": "sst2.py", "squad": "squad_v1.py", "eval": "sst2.py"}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EVAL_TOKENIZER_FILES = "data/sotu/train/*.txt"
+EVAL_VOCAB_SIZE = 8000
 
 # bert-jax with one optimization undone (or one option turned on), for before/after tables.
 # Each runs as the implementation "bert-jax/<name>"; MFU still counts only the useful FLOPs.
@@ -78,33 +118,96 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_attention_dropout": {"model.attention_dropout_rate": 0.0},  # fused attention path
     # glibc's default malloc: XLA's step scratch buffer mapped and zero-filled anew every step
     "system_allocator": {"allocator": "system"},
+    "fixed_length": {"fixed_length": True},  # evaluation padded to max_seq_len, no buckets
 }
+# The tasks an ablation applies to (all training steps unless listed).
+ABLATION_TASKS: dict[str, tuple[str, ...]] = {
+    "full_mlm_head": ("pretrain",),
+    "full_last_layer": ("pretrain",),
+    "bf16": ("pretrain", *FINETUNE_TASKS, "eval"),
+    "system_allocator": ("pretrain", *FINETUNE_TASKS, "eval"),
+    "fixed_length": ("eval",),
+}
+
+
+def ablation_tasks(name: str) -> tuple[str, ...]:
+    return ABLATION_TASKS.get(name, ("pretrain", *FINETUNE_TASKS))
+
+
+def _encoder_matmuls(batch: int, seq: int, layers: int, hidden: int) -> int:
+    """Multiply-adds of the encoder's dense layers and attention scores and context."""
+    return batch * seq * (12 * layers * hidden**2 + 2 * layers * seq * hidden)
 
 
 def model_flops_per_step(batch: int, seq: int, layers: int, hidden: int, vocab: int,
                          predictions: int) -> float:
-    dense = batch * seq * (12 * layers * hidden**2 + hidden**2 + 2 * layers * seq * hidden)
+    dense = _encoder_matmuls(batch, seq, layers, hidden) + batch * seq * hidden**2
     head = batch * predictions * (hidden**2 + hidden * vocab)
     return 6.0 * (dense + head)
 
 
+def finetune_flops_per_step(task: str, batch: int, seq: int, layers: int, hidden: int,
+                            num_labels: int = 2) -> float:
+    """Training FLOPs of a fine-tuning step: the encoder over every token, and the head: pooler
+    and classifier on [CLS] (classify), or start and end logits of every token (squad)."""
+    if task == "squad":
+        head = batch * seq * hidden * 2
+    else:
+        head = batch * (hidden**2 + hidden * num_labels)
+    return 6.0 * (_encoder_matmuls(batch, seq, layers, hidden) + head)
+
+
+def step_flops(s: dict[str, Any]) -> float:
+    if s["task"] == "pretrain":
+        return model_flops_per_step(s["batch_size"], s["seq_len"], s["num_layers"],
+                                    s["hidden_size"], s["vocab_size"], s["predictions"])
+    return finetune_flops_per_step(s["task"], s["batch_size"], s["seq_len"], s["num_layers"],
+                                   s["hidden_size"], s.get("num_labels", 2))
+
+
 def _shapes(config: Any) -> dict[str, Any]:
     from bert.config import model_config
+    from bert.tasks import classification
 
     model = model_config(config)
-    seq = FLAGS.seq_len or config.max_seq_len
-    predictions = (config.max_predictions_per_seq if seq == config.max_seq_len
-                   else math.ceil(0.15 * seq))
-    return dict(
-        batch_size=FLAGS.batch_size or config.batch_size, seq_len=seq, predictions=predictions,
+    task = FLAGS.task
+    s: dict[str, Any] = dict(task=task)
+    if task == "pretrain":
+        seq = FLAGS.seq_len or config.max_seq_len
+        s.update(batch_size=FLAGS.batch_size or config.batch_size, seq_len=seq,
+                 predictions=(config.max_predictions_per_seq if seq == config.max_seq_len
+                              else math.ceil(0.15 * seq)))
+    else:
+        recipe = _finetune_config(task)
+        s.update(batch_size=FLAGS.batch_size or recipe.batch_size,
+                 seq_len=FLAGS.seq_len or recipe.max_seq_len)
+        if task != "squad":
+            s["num_labels"] = len(classification.glue_task(recipe.task).labels)
+    s.update(
         num_layers=model.num_layers, hidden_size=model.hidden_size, num_heads=model.num_heads,
         intermediate_size=model.intermediate_size, vocab_size=model.vocab_size,
         dtype=FLAGS.dtype, dropout=0.1,
     )
+    return s
+
+
+def _finetune_config(task: str, s: dict[str, Any] | None = None) -> Any:
+    """The fine-tuning recipe `task` times, at the benchmark's shapes when `s` is given."""
+    from bert import cli
+
+    recipe = cli.load_config(os.path.join(REPO, "experiments", "finetune", FINETUNE_CONFIGS[task]))
+    if s is not None:
+        recipe.batch_size, recipe.max_seq_len = s["batch_size"], s["seq_len"]
+        recipe.dropout_rate, recipe.dtype = s["dropout"], s["dtype"]
+    return recipe
 
 
 def _synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
-    """Full-length pairs with P distinct masked positions per row (what pretraining feeds)."""
+    """Full-length pairs with P distinct masked positions per row (what pretraining feeds), or
+    with a label (classify) or answer span (squad) per row for a fine-tuning step."""
+    task = s.get("task", "pretrain")
+    if task != "pretrain":
+        return _finetune_batch(s, task, seed)
     rng = np.random.default_rng(seed)
     b, t, p = s["batch_size"], s["seq_len"], s["predictions"]
     positions = np.sort(np.stack([rng.choice(np.arange(1, t - 1), p, replace=False) for _ in range(b)]), 1)
@@ -118,6 +221,35 @@ def _synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
         next_sentence_labels=rng.integers(0, 2, b).astype(np.int32),
         next_sentence_weights=np.ones(b, np.float32),
     )
+
+
+def _finetune_batch(s: dict[str, Any], task: str, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    b, t = s["batch_size"], s["seq_len"]
+    batch = dict(
+        input_ids=rng.integers(5, s["vocab_size"], (b, t)).astype(np.int32),
+        input_mask=np.ones((b, t), np.int32),
+        segment_ids=(np.arange(t)[None] >= t // 2).repeat(b, 0).astype(np.int32),
+        example_weights=np.ones(b, np.float32),
+    )
+    if task == "squad":
+        starts = rng.integers(t // 2, t - 1, b)
+        batch.update(start_positions=starts.astype(np.int32),
+                     end_positions=np.minimum(starts + rng.integers(0, 30, b), t - 1).astype(np.int32))
+    else:
+        batch["label_ids"] = rng.integers(0, s["num_labels"], b).astype(np.int32)
+    return batch
+
+
+def _hf_labels(task: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch's targets under the names transformers' PyTorch heads take them."""
+    if task == "classify":
+        return dict(labels=batch["label_ids"])
+    if task == "squad":
+        return dict(start_positions=batch["start_positions"], end_positions=batch["end_positions"])
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], axis=1)
+    return dict(labels=labels, next_sentence_label=batch["next_sentence_labels"])
 
 
 def _time(step: Callable[[], None], steps: int, warmup: int) -> dict[str, Any]:
@@ -145,6 +277,20 @@ def _jax_peak_memory() -> int | None:
     return int(stats["peak_bytes_in_use"]) if stats else None
 
 
+def _apply_variant(config: Any, s: dict[str, Any], ablation: str | None) -> dict[str, Any]:
+    """Sets the model keys of `s` and of the ablation in `config`; returns the ablation's
+    other options (donate, clip, ...)."""
+    config.model.dtype = s["dtype"]
+    config.model.dropout_rate = config.model.attention_dropout_rate = s["dropout"]
+    variant = dict(ABLATIONS[ablation]) if ablation else {}
+    variant.pop("allocator", None)  # the parent set the worker's environment (`_spawn`)
+    options = {key: variant.pop(key) for key in list(variant) if "." not in key}
+    for key, value in variant.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    return options
+
+
 def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
                  ablation: str | None = None) -> dict[str, Any]:
     import jax
@@ -154,26 +300,29 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
     from bert.config import model_config
     from bert.model import BertForPreTraining
     from bert.optim import clip_by_global_norm, make_optimizer
+    from bert.tasks import registry
 
-    config.model.dtype = s["dtype"]
-    config.model.dropout_rate = config.model.attention_dropout_rate = s["dropout"]
-    variant = dict(ABLATIONS[ablation]) if ablation else {}
-    variant.pop("allocator", None)  # the parent set the worker's environment (`_spawn`)
-    donate = variant.pop("donate", True)
-    full_mlm_head = variant.pop("full_mlm_head", False)
-    prune_last_layer = variant.pop("prune_last_layer", True)
-    clip = optax.clip_by_global_norm if variant.pop("optax_clip", False) else clip_by_global_norm
-    for key, value in variant.items():
-        section, name = key.split(".")
-        config[section][name] = value
-    model = BertForPreTraining(model_config(config), prune_last_layer=prune_last_layer)
-    tx = make_optimizer(config, clip)
-    task = train.PretrainingTask(model, nsp_weight=1.0)
+    options = _apply_variant(config, s, ablation)
+    if s["task"] == "eval":
+        return _run_bert_jax_eval(config, s, steps, warmup, options)
+    clip = optax.clip_by_global_norm if options.get("optax_clip") else clip_by_global_norm
+    if s["task"] == "pretrain":
+        model = BertForPreTraining(model_config(config),
+                                   prune_last_layer=options.get("prune_last_layer", True))
+        tx = make_optimizer(config, clip)
+        task: train.Task = train.PretrainingTask(model, nsp_weight=1.0)
+    else:  # the fine-tuning task's own model, loss and optimizer, as bert.finetune builds them
+        from bert.finetune import optimizer_config
+
+        recipe = _finetune_config(s["task"], s)
+        family = registry.family(recipe, tokenizer=None)  # the step reads no text
+        task = family.task(family.model(model_config(config)))
+        tx = make_optimizer(optimizer_config(recipe, train_steps=1 + warmup + steps), clip)
     state = train.create_train_state(task, tx, jax.random.key(0))
     step_fn = jax.jit(train.make_train_step(task, tx),
-                      donate_argnums=(0,) if donate else ())
+                      donate_argnums=(0,) if options.get("donate", True) else ())
     batch = _synthetic_batch(s)
-    if full_mlm_head:  # every position through the decoder; the loss still reads the masked ones
+    if options.get("full_mlm_head"):  # every position through the decoder; the loss still reads the masked ones
         batch = _all_positions(batch)
     batch = jax.device_put(batch)
     rng = jax.random.key(1)
@@ -184,6 +333,41 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
         jax.block_until_ready(sums)
 
     return dict(_time(step, steps, warmup), peak_memory_bytes=_jax_peak_memory())
+
+
+def _run_bert_jax_eval(config: Any, s: dict[str, Any], passes: int, warmup: int,
+                       options: dict[str, Any]) -> dict[str, Any]:
+    """Passes of `bert.finetune.predict` over the sentences the parent featurized."""
+    import jax
+
+    from bert.config import length_buckets, model_config
+    from bert.finetune import optimizer_config, predict
+    from bert.optim import make_optimizer
+    from bert.partitioning import build_runner
+    from bert.tasks import batches, registry
+
+    recipe = _finetune_config("eval", s)
+    if options.get("fixed_length"):
+        recipe.length_buckets = str(s["seq_len"])
+    with np.load(FLAGS.eval_features) as saved:
+        features = dict(saved)
+    family = registry.family(recipe, tokenizer=None)
+    task = family.task(family.model(model_config(config)))
+    # One device, as the step rows run (a test session's CPU may be split into several).
+    runner = build_runner(recipe, task, make_optimizer(optimizer_config(recipe, train_steps=1)),
+                          devices=jax.devices()[:1])
+    params = runner.init_state(jax.random.key(0)).params
+    split = registry.Split("eval", ",".join(FLAGS.eval_files), (), features)
+    computed = sum(b.host_batch["input_ids"].size for b in batches.eval_batches(
+        features, batch_size=s["batch_size"], buckets=length_buckets(recipe),
+        max_seq_len=s["seq_len"]))
+
+    def one_pass() -> None:
+        predict(runner, params, split, recipe)  # returns host arrays: the pass is complete
+
+    return dict(_time(one_pass, passes, warmup), peak_memory_bytes=_jax_peak_memory(),
+                sentences=len(features["input_ids"]), real_tokens=int(features["input_mask"].sum()),
+                computed_tokens=int(computed), buckets=list(length_buckets(recipe)))
 
 
 def _all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -199,24 +383,19 @@ def _all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     import torch
-    from transformers import BertConfig, BertForPreTraining
+    import transformers
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = BertForPreTraining(_hf_config(BertConfig, s)).to(device).train()
+    model_class = getattr(transformers, HF_MODELS[s["task"]])
+    model = model_class(_hf_config(transformers.BertConfig, s)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6,
                                   weight_decay=0.01)
     batch = _synthetic_batch(s)
-    labels = np.full(batch["input_ids"].shape, -100, np.int64)
-    np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], axis=1)
-    inputs = dict(
-        input_ids=torch.from_numpy(batch["input_ids"]).long().to(device),
-        attention_mask=torch.from_numpy(batch["input_mask"]).long().to(device),
-        token_type_ids=torch.from_numpy(batch["segment_ids"]).long().to(device),
-        labels=torch.from_numpy(labels).to(device),
-        next_sentence_label=torch.from_numpy(batch["next_sentence_labels"]).long().to(device),
-    )
+    arrays = dict(input_ids=batch["input_ids"], attention_mask=batch["input_mask"],
+                  token_type_ids=batch["segment_ids"], **_hf_labels(s["task"], batch))
+    inputs = {k: torch.from_numpy(v).long().to(device) for k, v in arrays.items()}
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=s["dtype"] == "bfloat16")
 
     def step() -> None:
@@ -240,10 +419,11 @@ def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict
     import jax
     import jax.numpy as jnp
     import optax
-    from transformers import BertConfig, FlaxBertForPreTraining
+    import transformers
 
     dtype = jnp.bfloat16 if s["dtype"] == "bfloat16" else jnp.float32
-    model = FlaxBertForPreTraining(_hf_config(BertConfig, s), seed=0, dtype=dtype)
+    model_class = getattr(transformers, "Flax" + HF_MODELS[s["task"]])
+    model = model_class(_hf_config(transformers.BertConfig, s), seed=0, dtype=dtype)
     tx = optax.chain(optax.clip_by_global_norm(1.0),
                      optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01))
     params = model.params
@@ -253,12 +433,7 @@ def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict
     def loss_fn(params: Any, rng: jax.Array) -> jax.Array:
         out = model(batch["input_ids"], batch["input_mask"], batch["segment_ids"], params=params,
                     dropout_rng=rng, train=True)
-        # The decoder ran over every position, as in run_mlm_flax; the loss reads the masked ones.
-        logits = jnp.take_along_axis(out.prediction_logits, batch["masked_lm_positions"][..., None], 1)
-        mlm = optax.softmax_cross_entropy_with_integer_labels(logits, batch["masked_lm_ids"]).mean()
-        nsp = optax.softmax_cross_entropy_with_integer_labels(
-            out.seq_relationship_logits, batch["next_sentence_labels"]).mean()
-        return mlm + nsp
+        return _flax_loss(s["task"], out, batch)
 
     @jax.jit
     def _step(params: Any, opt_state: Any, rng: jax.Array) -> tuple:
@@ -277,12 +452,36 @@ def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict
     return dict(_time(step, steps, warmup), peak_memory_bytes=_jax_peak_memory())
 
 
+def _flax_loss(task: str, out: Any, batch: dict[str, Any]) -> Any:
+    """The mean loss of transformers' Flax head outputs, as its example scripts compute it."""
+    import optax
+
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels
+    if task == "classify":
+        return cross_entropy(out.logits, batch["label_ids"]).mean()
+    if task == "squad":
+        return (cross_entropy(out.start_logits, batch["start_positions"]).mean()
+                + cross_entropy(out.end_logits, batch["end_positions"]).mean()) / 2
+    import jax.numpy as jnp
+
+    # The decoder ran over every position, as in run_mlm_flax; the loss reads the masked ones.
+    logits = jnp.take_along_axis(out.prediction_logits, batch["masked_lm_positions"][..., None], 1)
+    mlm = cross_entropy(logits, batch["masked_lm_ids"]).mean()
+    return mlm + cross_entropy(out.seq_relationship_logits, batch["next_sentence_labels"]).mean()
+
+
+# transformers' PyTorch class of each task; the Flax one is "Flax" + the same name.
+HF_MODELS = {"pretrain": "BertForPreTraining", "classify": "BertForSequenceClassification",
+             "squad": "BertForQuestionAnswering"}
+
+
 def _hf_config(config_class: Any, s: dict[str, Any]) -> Any:
     return config_class(
         vocab_size=s["vocab_size"], hidden_size=s["hidden_size"], num_hidden_layers=s["num_layers"],
         num_attention_heads=s["num_heads"], intermediate_size=s["intermediate_size"],
         hidden_dropout_prob=s["dropout"], attention_probs_dropout_prob=s["dropout"],
         max_position_embeddings=max(512, s["seq_len"]), hidden_act="gelu",
+        num_labels=s.get("num_labels", 2),
     )
 
 
@@ -408,15 +607,25 @@ def _worker_args(args: list[str]) -> list[str]:
 
 def summarize(impl: str, raws: list[dict[str, Any]], s: dict[str, Any],
               peak_flops: float) -> dict[str, Any]:
-    """One result row from the worker outputs of every round of `impl`."""
+    """One result row from the worker outputs of every round of `impl` (for eval, a "step" is
+    one pass over all the sentences)."""
     times = np.concatenate([r["step_times"] for r in raws])
     step_s = float(np.median(times))
-    flops = model_flops_per_step(s["batch_size"], s["seq_len"], s["num_layers"], s["hidden_size"],
-                                 s["vocab_size"], s["predictions"])
     memory = [r["peak_memory_bytes"] for r in raws if r["peak_memory_bytes"] is not None]
-    return dict(
-        impl=impl,
-        tokens_per_sec=s["batch_size"] * s["seq_len"] / step_s,
+    row: dict[str, Any] = dict(impl=impl)
+    if s["task"] == "eval":
+        first = raws[0]
+        row.update(
+            sentences_per_sec=first["sentences"] / step_s,
+            tokens_per_sec=first["real_tokens"] / step_s,  # real tokens, padding not counted
+            computed_tokens_per_sec=first["computed_tokens"] / step_s,  # padding counted
+            padding_fraction=1.0 - first["real_tokens"] / first["computed_tokens"],
+            sentences=first["sentences"], buckets=first["buckets"])
+    else:
+        flops = step_flops(s)
+        row.update(tokens_per_sec=s["batch_size"] * s["seq_len"] / step_s,
+                   model_flops_per_step=flops, mfu=flops / step_s / peak_flops)
+    row.update(
         step_ms=1e3 * step_s,
         step_ms_p10=1e3 * float(np.percentile(times, 10)),
         step_ms_p90=1e3 * float(np.percentile(times, 90)),
@@ -424,13 +633,50 @@ def summarize(impl: str, raws: list[dict[str, Any]], s: dict[str, Any],
         step_ms_round_medians=[1e3 * float(np.median(r["step_times"])) for r in raws],
         steps_timed=len(times),
         compile_s=raws[0]["compile_s"],
-        model_flops_per_step=flops,
-        mfu=flops / step_s / peak_flops,
         peak_memory_bytes=max(memory) if memory else None,
         allocator=raws[0].get("allocator"),
         page_faults_per_step=float(np.mean([r["page_faults_per_step"] for r in raws])),
         config=s,
     )
+    return row
+
+
+def eval_features(files: list[str], tokenizer: Any, max_seq_len: int, count: int,
+                  seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The classifier's features of `count` sentences drawn from `files` (all when 0), in file
+    order, and a description of their lengths."""
+    from bert.data.corpus import read_documents
+    from bert.tasks import classification
+
+    documents, _ = read_documents(files, key="--eval_files")
+    sentences = [sentence for document in documents for sentence in document]
+    if 0 < count < len(sentences):
+        chosen = np.sort(np.random.default_rng(seed).choice(len(sentences), count, replace=False))
+        sentences = [sentences[i] for i in chosen]
+    examples = [classification.Example(str(i), text, None, None) for i, text in enumerate(sentences)]
+    features = classification.featurize(examples, tokenizer, max_seq_len,
+                                        classification.glue_task("sst2"))
+    lengths = features["input_mask"].sum(-1)
+    info = dict(files=files, sentences=len(sentences), max_seq_len=max_seq_len,
+                tokens_mean=float(lengths.mean()), tokens_median=float(np.median(lengths)),
+                tokens_p90=float(np.percentile(lengths, 90)), tokens_max=int(lengths.max()),
+                rows_cut_at_max_seq_len=int((lengths == max_seq_len).sum()))
+    return features, info
+
+
+def _eval_tokenizer(directory: str) -> tuple[Any, str]:
+    """--eval_tokenizer, or a SentencePiece model trained on EVAL_TOKENIZER_FILES in
+    `directory`; and what it is, for the report."""
+    from bert.tokenizer import load_tokenizer, train_sentencepiece
+
+    if FLAGS.eval_tokenizer:
+        return load_tokenizer(FLAGS.eval_tokenizer), FLAGS.eval_tokenizer
+    print(f"training a {EVAL_VOCAB_SIZE}-piece SentencePiece model on {EVAL_TOKENIZER_FILES} "
+          "...", flush=True)
+    tokenizer = train_sentencepiece([EVAL_TOKENIZER_FILES], EVAL_VOCAB_SIZE,
+                                    os.path.join(directory, "sentencepiece"))
+    return tokenizer, (f"SentencePiece (unigram), {EVAL_VOCAB_SIZE} pieces, trained on "
+                       f"{EVAL_TOKENIZER_FILES}")
 
 
 def main(argv: list[str]) -> None:
@@ -440,10 +686,18 @@ def main(argv: list[str]) -> None:
     unknown = sorted(set(FLAGS.vs) - set(IMPLS[1:]))
     if unknown:
         raise app.UsageError(f"--vs: unknown peer(s) {', '.join(unknown)}; choose from torch, hf_flax")
+    if FLAGS.vs and FLAGS.task == "eval":
+        raise app.UsageError("--vs: --task eval measures bert-jax alone (its fixed-length "
+                             "evaluation is the comparison)")
     unknown = sorted(set(FLAGS.ablations) - set(ABLATIONS))
     if unknown:
         raise app.UsageError(f"--ablations: unknown {', '.join(unknown)}; choose from "
                              f"{', '.join(ABLATIONS)}")
+    elsewhere = [name for name in FLAGS.ablations if FLAGS.task not in ablation_tasks(name)]
+    if elsewhere:
+        raise app.UsageError(f"--ablations: {', '.join(elsewhere)} do not apply to --task "
+                             f"{FLAGS.task}; choose from "
+                             f"{', '.join(n for n in ABLATIONS if FLAGS.task in ablation_tasks(n))}")
     if FLAGS.repeats < 1 or FLAGS.steps < 1:
         raise app.UsageError(f"--repeats and --steps must be at least 1 (got {FLAGS.repeats}, "
                              f"{FLAGS.steps})")
@@ -451,6 +705,18 @@ def main(argv: list[str]) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     s = _shapes(FLAGS.config)
     passthrough = _worker_args(sys.argv[1:])
+    extra: dict[str, Any] = dict(task=FLAGS.task)
+    with tempfile.TemporaryDirectory() as scratch:
+        if FLAGS.task == "eval":  # tokenized once, here: the workers time the model alone
+            tokenizer, extra["tokenizer"] = _eval_tokenizer(scratch)
+            features, extra["eval_data"] = eval_features(
+                FLAGS.eval_files, tokenizer, s["seq_len"], FLAGS.eval_sentences)
+            np.savez(os.path.join(scratch, "features.npz"), **features)
+            passthrough.append(f"--eval_features={os.path.join(scratch, 'features.npz')}")
+        _run_rounds(s, passthrough, extra)
+
+
+def _run_rounds(s: dict[str, Any], passthrough: list[str], extra: dict[str, Any]) -> None:
     impls = ("bert-jax", *(f"bert-jax/{name}" for name in FLAGS.ablations), *FLAGS.vs)
     raws: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     peaks: dict[str, float] = {}
@@ -473,22 +739,28 @@ def main(argv: list[str]) -> None:
                 print(error, file=sys.stderr, flush=True)
             # Written after every worker, so a run cut short (a lease or a job limit running
             # out) still leaves what it measured; "complete" says whether it is the whole run.
-            report = _report(raws, s, peaks, machine, errors)
+            report = _report(raws, s, peaks, machine, errors, extra)
             if FLAGS.output:
                 write_atomically(FLAGS.output, json.dumps(report, indent=2))
     if raws["bert-jax"]:
-        print(format_table(report))
+        print(format_eval_table(report) if s["task"] == "eval" else format_table(report))
     if errors:
         raise SystemExit(f"failed: {', '.join(errors)} (messages above and in the JSON)")
 
 
 def _report(raws: dict[str, list[dict[str, Any]]], s: dict[str, Any], peaks: dict[str, float],
-            machine: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+            machine: dict[str, Any], errors: dict[str, str],
+            extra: dict[str, Any]) -> dict[str, Any]:
     peak = max(peaks.values())
     results = [summarize(impl, runs, s, peak) for impl, runs in raws.items() if runs]
     complete = not errors and all(len(runs) == FLAGS.repeats for runs in raws.values())
-    return dict(peak_flops=peak, peak_flops_by_impl=peaks, results=results, machine=machine,
-                load_average_at_end=os.getloadavg(), complete=complete, errors=errors)
+    report = dict(extra, peak_flops=peak, peak_flops_by_impl=peaks, results=results,
+                  machine=machine, load_average_at_end=os.getloadavg(), complete=complete,
+                  errors=errors)
+    rates = {r["impl"]: r.get("sentences_per_sec") for r in results}
+    if rates.get("bert-jax") and rates.get("bert-jax/fixed_length"):
+        report["eval_speedup"] = rates["bert-jax"] / rates["bert-jax/fixed_length"]
+    return report
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -505,6 +777,22 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['steps_timed']:>6} {r['mfu']:>6.1%} {mem:>9.0f} "
             f"{base / r['tokens_per_sec']:>11.2f}x"
         )
+    return "\n".join(lines)
+
+
+def format_eval_table(report: dict[str, Any]) -> str:
+    base = report["results"][0]["sentences_per_sec"]
+    data = report["eval_data"]
+    width = max(10, *(len(r["impl"]) for r in report["results"]))
+    lines = [f"{data['sentences']} sentences, {data['tokens_mean']:.1f} tokens on average "
+             f"(max_seq_len {data['max_seq_len']})",
+             f"{'impl':<{width}} {'sentences/s':>12} {'tokens/s':>10} {'pass s':>8} "
+             f"{'padding':>8} {'passes':>7} {'bert-jax is':>12}"]
+    for r in report["results"]:
+        lines.append(
+            f"{r['impl']:<{width}} {r['sentences_per_sec']:>12.1f} {r['tokens_per_sec']:>10.1f} "
+            f"{r['step_ms'] / 1e3:>8.1f} {r['padding_fraction']:>8.1%} {r['steps_timed']:>7} "
+            f"{base / r['sentences_per_sec']:>11.2f}x")
     return "\n".join(lines)
 
 

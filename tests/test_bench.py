@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bert import bench
@@ -99,3 +100,103 @@ def test_a_failing_peer_keeps_the_rows_measured(tmp_path):
     assert [r["impl"] for r in report["results"]] == ["bert-jax"]
     assert "FlaxBertForPreTraining" in report["errors"]["hf_flax"]
     assert "bert-jax" in done.stdout and "tokens/s" in done.stdout
+
+
+def test_finetuning_flops_match_a_hand_count_of_bert_base():
+    b, s, layers, h = 32, 128, 12, 768
+    # The encoder as in pretraining (12·H² per token and layer, 2·S·H for scores and context),
+    # without the MLM transform; the classifier adds the pooler (H²) and H·2 logits per row,
+    # the span head H·2 per token.
+    encoder = b * s * layers * (12 * h * h + 2 * s * h)
+    assert bench.finetune_flops_per_step("classify", b, s, layers, h, 2) == \
+        6 * (encoder + b * (h * h + 2 * h))
+    assert bench.finetune_flops_per_step("squad", b, s, layers, h) == 6 * (encoder + b * s * 2 * h)
+    assert bench.finetune_flops_per_step("classify", b, s, layers, h) == pytest.approx(
+        2.146e12, rel=1e-3)
+
+
+def test_finetuning_batches_carry_each_heads_targets_under_the_peers_names():
+    s = dict(batch_size=8, seq_len=32, vocab_size=99, num_labels=3)
+    classify = bench._synthetic_batch(dict(s, task="classify"))
+    assert classify["label_ids"].shape == (8,) and set(classify["label_ids"]) <= {0, 1, 2}
+    assert classify["input_mask"].all() and classify["example_weights"].tolist() == [1.0] * 8
+    assert bench._hf_labels("classify", classify) == {"labels": classify["label_ids"]}
+    squad = bench._synthetic_batch(dict(s, task="squad"))
+    starts, ends = squad["start_positions"], squad["end_positions"]
+    # Answers lie in the second segment (the context), end at or after their start.
+    assert (squad["segment_ids"][np.arange(8), starts] == 1).all()
+    assert (starts <= ends).all() and (ends < 32).all()
+    assert set(bench._hf_labels("squad", squad)) == {"start_positions", "end_positions"}
+    pretrain = bench._synthetic_batch(dict(s, predictions=4))
+    labels = bench._hf_labels("pretrain", pretrain)["labels"]
+    assert (labels != -100).sum() == 8 * 4
+    assert (np.take_along_axis(labels, pretrain["masked_lm_positions"], 1)
+            == pretrain["masked_lm_ids"]).all()
+
+
+@pytest.mark.parametrize("task, peers", [("classify", ["--vs", "torch"]), ("squad", [])])
+def test_a_tiny_finetuning_run_writes_the_documented_json(tmp_path, task, peers):
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+               "--task", task, "--seq_len", "32", "--batch_size", "2", "--steps", "2",
+               "--warmup_steps", "0", *peers, "--output", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["task"] == task and report["complete"] is True
+    assert [r["impl"] for r in report["results"]] == ["bert-jax", *peers[1:]]
+    for result in report["results"]:
+        config = result["config"]
+        assert config["task"] == task and config["seq_len"] == 32 and config["batch_size"] == 2
+        assert result["steps_timed"] == 2
+        assert result["tokens_per_sec"] == pytest.approx(2 * 32 / (result["step_ms"] / 1e3))
+        assert result["model_flops_per_step"] == bench.finetune_flops_per_step(
+            task, 2, 32, config["num_layers"], config["hidden_size"])
+        assert result["mfu"] == pytest.approx(
+            result["model_flops_per_step"] / (result["step_ms"] / 1e3) / report["peak_flops"])
+    assert ("num_labels" in report["results"][0]["config"]) == (task == "classify")
+    assert "tokens/s" in done.stdout
+
+
+def test_evaluation_of_real_sentences_against_fixed_length(tmp_path):
+    """bert-jax's evaluation (length buckets, sorted) and the same padded to max_seq_len run
+    the same sentences; only the tokens computed differ."""
+    output = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+               "--task", "eval", "--ablations", "fixed_length", "--seq_len", "32",
+               "--batch_size", "4", "--steps", "2", "--warmup_steps", "0",
+               "--eval_files", "data/sotu/eval/1985_*.txt", "--eval_sentences", "10",
+               "--eval_tokenizer", "tests/fixtures/wordpiece", "--output", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(output.read_text())
+    data = report["eval_data"]
+    assert report["task"] == "eval" and report["tokenizer"] == "tests/fixtures/wordpiece"
+    assert data["sentences"] == 10 and data["max_seq_len"] == 32
+    assert data["tokens_mean"] <= data["tokens_max"] <= 32
+    buckets, fixed = report["results"]
+    assert (buckets["impl"], fixed["impl"]) == ("bert-jax", "bert-jax/fixed_length")
+    assert buckets["buckets"] == [8, 16, 24, 32] and fixed["buckets"] == [32]
+    for result in (buckets, fixed):
+        assert result["sentences"] == 10 and result["steps_timed"] == 2
+        assert result["sentences_per_sec"] == pytest.approx(10 / (result["step_ms"] / 1e3))
+        real = result["tokens_per_sec"] * result["step_ms"] / 1e3
+        assert real == pytest.approx(data["tokens_mean"] * 10)
+    # 10 rows in batches of 4: three batches, the last padded; all 32 tokens long without buckets.
+    assert fixed["computed_tokens_per_sec"] * fixed["step_ms"] / 1e3 == pytest.approx(3 * 4 * 32)
+    assert buckets["padding_fraction"] < fixed["padding_fraction"]
+    assert fixed["padding_fraction"] == pytest.approx(1 - data["tokens_mean"] * 10 / (3 * 4 * 32))
+    assert report["eval_speedup"] == pytest.approx(
+        buckets["sentences_per_sec"] / fixed["sentences_per_sec"])
+    assert "sentences/s" in done.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "eval", "--vs", "torch"], "--task eval measures bert-jax alone"),
+    (["--task", "classify", "--ablations", "full_mlm_head"], "do not apply to --task classify"),
+])
+def test_flags_that_do_not_fit_the_task_are_refused(flags, message):
+    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+               *flags]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and message in done.stderr
