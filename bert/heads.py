@@ -52,6 +52,16 @@ def _encode(config: BertConfig, input_ids: Array, segment_ids: Array, input_mask
                                           deterministic=deterministic)
 
 
+def _pooled(config: BertConfig, input_ids: Array, segment_ids: Array, input_mask: Array,
+            deterministic: bool) -> Array:
+    """The pooled [CLS] vector (B, H). Nothing else of the last block is read, so it computes
+    only the [CLS] row (BertModel's output_positions): the same values for less of its work."""
+    cls_only = jnp.zeros((input_ids.shape[0], 1), jnp.int32)
+    return BertModel(config, name="bert")(input_ids, segment_ids, input_mask,
+                                          output_positions=cls_only,
+                                          deterministic=deterministic).pooled_output
+
+
 def _head(config: BertConfig, features: int, name: str, x: Array) -> Array:
     """A task head's dense layer on x: float32 logits, truncated-normal init like the encoder's."""
     dense = nn.Dense(
@@ -83,7 +93,7 @@ class BertForSequenceClassification(nn.Module):
     @nn.compact
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
                  deterministic: bool = True) -> Array:
-        pooled = _encode(self.config, input_ids, segment_ids, input_mask, deterministic).pooled_output
+        pooled = _pooled(self.config, input_ids, segment_ids, input_mask, deterministic)
         return _head(self.config, self.num_labels, "classifier",
                      _dropout(self.config, pooled, deterministic))  # (B, num_labels)
 
@@ -130,8 +140,8 @@ class BertForMultipleChoice(nn.Module):
     def __call__(self, input_ids: Array, segment_ids: Array, input_mask: Array, *,
                  deterministic: bool = True) -> Array:
         rows = lambda x: x.reshape(-1, x.shape[-1])  # (B·C, T)
-        pooled = _encode(self.config, rows(input_ids), rows(segment_ids), rows(input_mask),
-                         deterministic).pooled_output  # (B·C, H)
+        pooled = _pooled(self.config, rows(input_ids), rows(segment_ids), rows(input_mask),
+                         deterministic)  # (B·C, H)
         scores = _head(self.config, 1, "classifier", _dropout(self.config, pooled, deterministic))
         return scores.reshape(input_ids.shape[:-1])  # (B, C)
 

@@ -239,7 +239,7 @@ _POISONED_PRETRAIN = """
 import sys
 import numpy as np
 from absl import app
-from bert import data, pretrain
+from bert import cli, data, pretrain
 
 step_to_poison = int(sys.argv[1])
 real_train_batches = data.train_batches
@@ -253,7 +253,7 @@ def poisoned_train_batches(*args, start_step=0, **kwargs):
 
 data.train_batches = poisoned_train_batches
 pretrain.define_flags()
-app.run(pretrain.main, argv=["bert.pretrain", *sys.argv[2:]])
+app.run(pretrain.main, argv=["bert.pretrain", *sys.argv[2:]], flags_parser=cli.parse_flags)
 """
 
 

@@ -72,7 +72,7 @@ from etils import epath
 from bert import files
 from bert.data.corpus import (CorpusSummary, DataError, check_corpus_format,
                               check_doc_separator, expand_files, parse_file_patterns,
-                              piece_documents)
+                              check_not_empty, piece_documents)
 from bert.data.masking import MaskingConfig, MaskVocabulary
 from bert.data.parallel import resolve_workers, worker_map
 from bert.data.plan import Part, plan_parts
@@ -275,12 +275,13 @@ def _plan(settings: DataSettings, patterns: Sequence[str], key: str) -> list[Par
                       doc_separator=settings.doc_separator, part_bytes=settings.part_bytes)
 
 
-def training_sentences(settings: DataSettings,
+def training_sentences(settings: DataSettings, summary: CorpusSummary | None = None,
                        max_bytes: int = TOKENIZER_TRAIN_BYTES) -> Iterator[str]:
-    """The train files' sentences, streamed; of a corpus over `max_bytes`, every k-th part."""
+    """The train files' sentences, streamed; of a corpus over `max_bytes`, every k-th part.
+    `summary` counts what was read."""
     parts = _plan(settings, settings.train_files, "config.data.train_files")
     stride = max(1, math.ceil(sum(p.text_bytes for p in parts) / max_bytes))
-    summary = CorpusSummary()
+    summary = CorpusSummary() if summary is None else summary
     for part in parts[::stride]:
         for piece in part.pieces:
             for document in piece_documents(piece, summary, doc_separator=settings.doc_separator,
@@ -301,7 +302,8 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int,
     if not files.fresh(folder / expected).is_file():
         with files.published_directory(folder, marker=expected) as scratch:
             tmp = Path(scratch)
-            sentences = training_sentences(settings)
+            read = CorpusSummary()
+            sentences = training_sentences(settings, read)
             try:
                 if settings.tokenizer_type == "wordpiece":
                     train_wordpiece(sentences, vocab_size).save(tmp)
@@ -309,6 +311,7 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int,
                     train_sentencepiece([], vocab_size, str(tmp / Path(SENTENCEPIECE_FILE).stem),
                                         sentences=sentences, seed=TOKENIZER_SEED)
             except TokenizerError as err:
+                check_not_empty(read, "config.data.train_files")  # the cause, when it is that
                 raise DataError(f"training a {settings.tokenizer_type} tokenizer for "
                                 f"config.model.vocab_size={vocab_size} (config.data.tokenizer "
                                 f"is empty): {err}") from None
