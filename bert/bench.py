@@ -488,7 +488,6 @@ def _hf_config(config_class: Any, s: dict[str, Any]) -> Any:
 def measure_peak_flops(dtype: str) -> dict[str, float]:
     """Best square-matmul FLOP/s in `dtype` with JAX and, when installed, PyTorch."""
     import jax
-    import jax.numpy as jnp
 
     on_gpu = jax.default_backend() != "cpu"
     n = 8192 if on_gpu else 2048
