@@ -736,7 +736,7 @@ def _run_rounds(s: dict[str, Any], passthrough: list[str], extra: dict[str, Any]
             except RuntimeError as error:  # one implementation failing keeps the others' rows
                 errors[impl] = str(error)
                 print(error, file=sys.stderr, flush=True)
-            # Written after every worker, so a run cut short (a lease or a job limit running
+            # Written after every worker, so a run cut short (a job or time limit running
             # out) still leaves what it measured; "complete" says whether it is the whole run.
             report = _report(raws, s, peaks, machine, errors, extra)
             if FLAGS.output:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU rows of docs/PERFORMANCE.md in one command that fits a short accelerator lease.
+# The GPU rows of docs/PERFORMANCE.md in one command, within a time budget (BUDGET_S).
 #
 #   scripts/device_wheels.sh               # first, on a machine with a package registry
 #   OUT=DIR BUDGET_S=540 scripts/device_bench.sh

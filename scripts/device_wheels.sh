@@ -9,7 +9,7 @@
 # transformers 4.57 (the last with FlaxBertForPreTraining) with the tokenizers and
 # huggingface_hub releases it accepts. Versions come from our requirement files, so the peers
 # are the ones of the CPU tables. The wheels land in .wheels-device/ (ignored by git, ~15 MB);
-# name that folder in the device run's `carry`.
+# copy that folder to the GPU host with the repository.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
