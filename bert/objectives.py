@@ -25,7 +25,7 @@ def batch_denominators(batch: Mapping[str, Array]) -> tuple[Array, Array]:
     return mlm, nsp
 
 
-def _cross_entropy(logits: Array, labels: Array) -> tuple[Array, Array]:
+def cross_entropy(logits: Array, labels: Array) -> tuple[Array, Array]:
     """Per-example negative log-likelihood and correctness of the argmax."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
@@ -43,9 +43,9 @@ def pretraining_sums(
     (weight 0 on empty slots): every packed sequence then counts as one NSP example.
     """
     mlm_weights = batch["masked_lm_weights"].astype(jnp.float32)  # (B, P)
-    mlm_nll, mlm_correct = _cross_entropy(mlm_logits, batch["masked_lm_ids"])
+    mlm_nll, mlm_correct = cross_entropy(mlm_logits, batch["masked_lm_ids"])
     nsp_weights = batch["next_sentence_weights"].astype(jnp.float32)  # (B,) or (B, K)
-    nsp_nll, nsp_correct = _cross_entropy(nsp_logits, batch["next_sentence_labels"])
+    nsp_nll, nsp_correct = cross_entropy(nsp_logits, batch["next_sentence_labels"])
     return dict(
         mlm_loss_sum=jnp.sum(mlm_nll * mlm_weights),
         mlm_correct=jnp.sum(mlm_correct * mlm_weights),
@@ -118,7 +118,7 @@ def ltr_sums(logits: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
     """Weighted sums of the next-token loss and accuracy: logits (B, T-1, V) at positions
     0..T-2 predict the unmasked tokens at 1..T-1."""
     weights = next_token_weights(batch)  # (B, T-1)
-    nll, correct = _cross_entropy(logits, unmasked_input_ids(batch)[:, 1:])
+    nll, correct = cross_entropy(logits, unmasked_input_ids(batch)[:, 1:])
     return dict(ltr_loss_sum=jnp.sum(nll * weights), ltr_correct=jnp.sum(correct * weights),
                 ltr_count=jnp.sum(weights))
 

@@ -28,9 +28,6 @@ from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
 from bert.train import LeftToRightTask, PretrainingTask
 
-EXPERIMENT_CONFIG_FILE = trainer.EXPERIMENT_CONFIG_FILE
-
-
 def evaluate(runner: Runner, params: Any, batches: Iterable[dict[str, np.ndarray]]
              ) -> dict[str, float]:
     """The objective's loss and accuracy (MLM/NSP, or LTR) over `batches`, deterministic."""

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert.files import json_object, write_atomically
+from bert.objectives import cross_entropy
 from bert.tasks import TaskDataError
 from bert.tokenizer import Tokenizer
 
@@ -413,9 +414,7 @@ def cross_entropy_sums(logits: Array, labels: Array, weights: Array) -> dict[str
     logits (..., K), labels and weights (...): one row per example, token or question.
     """
     weights = weights.astype(jnp.float32)
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    nll, correct = cross_entropy(logits, labels.astype(jnp.int32))
     return dict(loss_sum=jnp.sum(nll * weights), correct=jnp.sum(correct * weights),
                 count=jnp.sum(weights))
 

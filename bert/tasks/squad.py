@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert.files import write_atomically
-from bert.objectives import _cross_entropy
+from bert.objectives import cross_entropy
 from bert.tasks import TaskDataError
 from bert.tokenizer import Tokenizer
 
@@ -326,8 +326,8 @@ def loss_sums(outputs: tuple[Array, Array], batch: Mapping[str, Array]) -> dict[
     real = batch["input_mask"] > 0
     start_logits, end_logits = (jnp.where(real, logits, _PADDING_LOGIT) for logits in outputs)
     weights = batch["example_weights"].astype(jnp.float32)  # (B,)
-    start_nll, start_correct = _cross_entropy(start_logits, batch["start_positions"])
-    end_nll, end_correct = _cross_entropy(end_logits, batch["end_positions"])
+    start_nll, start_correct = cross_entropy(start_logits, batch["start_positions"])
+    end_nll, end_correct = cross_entropy(end_logits, batch["end_positions"])
     return dict(
         loss_sum=jnp.sum(weights * (start_nll + end_nll) / 2),
         count=jnp.sum(weights),
