@@ -14,7 +14,11 @@ next-sentence pairs (those would favour the NSP arm by construction):
     wnut_questions/{train,dev}.json "Which person is mentioned?" over WNUT-16 tweets (data/wnut)
         in SQuAD v2.0 JSON: one question per entity type a tweet mentions, answered by that
         type's first mention (every mention counts as a right answer on dev), and one question
-        per tweet about a type it does not mention, unanswerable. A span proxy for SQuAD.
+        per tweet about a type it does not mention, unanswerable.
+    wnut_spans/{train,dev}.json     The same answerable questions alone, in SQuAD v1.1 JSON: the
+        span proxy for SQuAD v1.1 (the paper's ablations report v1.1 F1). A tiny model trained on
+        the v2.0 set answers "no answer" everywhere (F1 = the unanswerable share, 67.3 for
+        every arm), so the tables use this one.
 
 Both are deterministic functions of the shipped files (a fixed seed), so every run and every
 machine builds the same bytes; files already there are kept.
@@ -131,8 +135,9 @@ def entity_spans(words: list[str], tags: list[str]) -> tuple[str, list[tuple[str
 
 
 def span_questions(sentences: list[tuple[list[str], list[str]]], rng: np.random.Generator,
-                   split: str) -> dict[str, Any]:
-    """SQuAD v2.0 JSON over the tweets (see the module docstring)."""
+                   split: str, *, unanswerable: bool = True) -> dict[str, Any]:
+    """SQuAD v2.0 JSON over the tweets (see the module docstring); without `unanswerable`,
+    SQuAD v1.1 JSON of the answerable questions alone (tweets that mention no entity dropped)."""
     data = []
     for n, (words, tags) in enumerate(sentences):
         context, entities = entity_spans(words, tags)
@@ -147,12 +152,17 @@ def span_questions(sentences: list[tuple[list[str], list[str]]], rng: np.random.
                         "question": f"Which {ENTITY_PHRASES[kind]} is mentioned?",
                         "answers": [{"text": t, "answer_start": s} for s, t in answers]})
         absent = [kind for kind in ENTITY_PHRASES if kind not in mentioned]
-        kind = absent[rng.integers(len(absent))]
-        qas.append({"id": f"{split}-{n}-{kind}", "is_impossible": True,
-                    "question": f"Which {ENTITY_PHRASES[kind]} is mentioned?", "answers": []})
-        data.append({"title": f"wnut-{split}-{n}",
-                     "paragraphs": [{"context": context, "qas": qas}]})
-    return {"version": "v2.0", "data": data}
+        kind = absent[rng.integers(len(absent))]  # drawn either way: both files share a stream
+        if unanswerable:
+            qas.append({"id": f"{split}-{n}-{kind}", "is_impossible": True,
+                        "question": f"Which {ENTITY_PHRASES[kind]} is mentioned?", "answers": []})
+        else:
+            for question in qas:
+                del question["is_impossible"]
+        if qas:
+            data.append({"title": f"wnut-{split}-{n}",
+                         "paragraphs": [{"context": context, "qas": qas}]})
+    return {"version": "v2.0" if unanswerable else "1.1", "data": data}
 
 
 # --------------------------------------------------------------------------------- building
@@ -167,17 +177,19 @@ def build(output: str | Path, *, trec_dir: Path = TREC_DIR, wnut_dir: Path = WNU
             os.makedirs(pairs.parent, exist_ok=True)
             rows = question_pairs(read_trec(trec_dir / f"{split}.tsv"), _rng(split))
             write_tsv(pairs, ("text", "text_b", "label"), rows)
-        questions = output / "wnut_questions" / f"{split}.json"
-        if not questions.exists():
-            os.makedirs(questions.parent, exist_ok=True)
-            squad = span_questions(read_conll(wnut_dir / f"{split}.conll"), _rng(split), split)
-            write_atomically(str(questions), json.dumps(squad, ensure_ascii=False) + "\n")
+        for name, unanswerable in (("wnut_questions", True), ("wnut_spans", False)):
+            questions = output / name / f"{split}.json"
+            if not questions.exists():
+                os.makedirs(questions.parent, exist_ok=True)
+                squad = span_questions(read_conll(wnut_dir / f"{split}.conll"), _rng(split),
+                                       split, unanswerable=unanswerable)
+                write_atomically(str(questions), json.dumps(squad, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bert.ablation_data",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="folder for trec_pairs/, wnut_questions/")
+    parser.add_argument("--output", required=True, help="folder for trec_pairs/, wnut_questions/, wnut_spans/")
     args = parser.parse_args(argv)
     try:
         build(args.output)

@@ -10,8 +10,8 @@ set them before running the printed commands).
     MNLI-m, QNLI,    trec_pairs: TREC question pairs, "same answer type?"  MNLI-m, QNLI, MRPC
     MRPC             (one proxy for all three)
     SST-2            sentiment: movie-review snippets, SST-2 layout        SST-2
-    SQuAD            wnut_questions: "which person is mentioned?" over     SQuAD v1.1
-                     WNUT-16 tweets, SQuAD v2.0 JSON
+    SQuAD            wnut_spans: "which person is mentioned?" over         SQuAD v1.1
+                     WNUT-16 tweets, SQuAD v1.1 JSON
     NER (CoNLL-03)   wnut: WNUT-16 tweet NER, CoNLL columns                CoNLL-2003
 """
 from __future__ import annotations
@@ -69,17 +69,21 @@ def sentiment_task(scale: str) -> Eval:
 
 
 def span_task(scale: str) -> Eval:
-    """Span extraction: SQuAD v1.1 F1, or the WNUT entity questions (v2.0 F1) at tiny scale."""
+    """Span extraction: SQuAD v1.1 F1, or the WNUT entity questions (v1.1 F1) at tiny scale."""
     if scale == "paper":
         return Eval("squad_v1", "experiments/finetune/squad_v1.py",
                     {"train_file": "$SQUAD_DIR/train-v1.1.json",
                      "eval_file": "$SQUAD_DIR/dev-v1.1.json"}, "f1", scale=1.0)
-    return Eval("wnut_questions", "experiments/finetune/squad_v2.py",
-                {**TINY_FINETUNE, "batch_size": 16, "doc_stride": 32, "max_query_length": 16,
-                 "train_file": "{data}/wnut_questions/train.json",
-                 "eval_file": "{data}/wnut_questions/dev.json"},
+    # The v2.0 form of these questions (wnut_questions, two thirds unanswerable) leaves a tiny
+    # model answering "no answer" everywhere: F1 67.3, the unanswerable share, for every arm.
+    # The answerable ones alone reach F1 26-28 after 1-2 epochs at 1e-3 (C.1's MLM run, seed 1).
+    return Eval("wnut_spans", "experiments/finetune/squad_v1.py",
+                {**TINY_FINETUNE, "batch_size": 16, "learning_rate": 1e-3,
+                 "num_train_epochs": 2.0, "doc_stride": 32, "max_query_length": 16,
+                 "train_file": "{data}/wnut_spans/train.json",
+                 "eval_file": "{data}/wnut_spans/dev.json"},
                 "f1", scale=1.0,
-                proxy="'which person is mentioned?' over WNUT-16 tweets, SQuAD v2.0 F1 (data/wnut)")
+                proxy="'which person is mentioned?' over WNUT-16 tweets, SQuAD v1.1 F1 (data/wnut)")
 
 
 def ner_task(scale: str) -> Eval:
@@ -88,12 +92,12 @@ def ner_task(scale: str) -> Eval:
         return Eval("conll03", "experiments/finetune/ner.py",
                     {"train_file": "$CONLL_DIR/eng.train", "eval_file": "$CONLL_DIR/eng.testa"},
                     "f1")
-    # 95% of the words are O: at 1e-4 and 3 epochs every arm stays at "all O" (f1 0 from the
-    # 4-layer tiny pretraining, seed 1); the demo's 1e-3 for 5 epochs gets past it.
+    # 95% of the words are O: from the 4-layer tiny pretraining, 1e-4 for 3 epochs stays at "all
+    # O" (f1 0), 1e-3 for 5 reaches f1 0.014 (3 seeds), for 10 f1 0.087 (seed 1).
     return Eval("wnut", "experiments/finetune/tag.py",
                 {**TINY_FINETUNE, "train_file": "data/wnut/train.conll",
                  "eval_file": "data/wnut/dev.conll", "learning_rate": 1e-3,
-                 "num_train_epochs": 5.0},
+                 "num_train_epochs": 10.0},
                 "f1", proxy="WNUT-16 tweet NER, entity F1 (data/wnut)")
 
 
@@ -104,8 +108,10 @@ def ner_features_task(scale: str, strategy: str = "concat_last_four") -> Eval:
         return Eval(name, "experiments/finetune/ner_features.py",
                     {"train_file": "$CONLL_DIR/eng.train", "eval_file": "$CONLL_DIR/eng.testa",
                      "feature_strategy": strategy}, "f1")
+    # 1e-3 for 3 epochs leaves the BiLSTM at "all O" (f1 0); 3e-3 for 10 epochs reaches f1 0.05
+    # on concat_last_four (seed 1), about the fine-tuned model's.
     return Eval(name, "experiments/finetune/ner_features.py",
-                {**TINY_FINETUNE, "learning_rate": 1e-3, "num_train_epochs": 3.0,
+                {**TINY_FINETUNE, "learning_rate": 3e-3, "num_train_epochs": 10.0,
                  "train_file": "data/wnut/train.conll", "eval_file": "data/wnut/dev.conll",
                  "feature_strategy": strategy, "lstm_size": 64, "document_context": False},
                 "f1", proxy="WNUT-16 tweet NER, entity F1 (data/wnut)")

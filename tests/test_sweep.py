@@ -84,7 +84,7 @@ def test_table5_expands_into_its_arms_and_overrides(workdir):
     # MNLI-m, QNLI and MRPC share one proxy: three tasks, not five.
     assert [_flag(c, "--workdir") for c in finetunes] == [
         os.path.join(workdir, "ltr_bilstm", name)
-        for name in ("trec_pairs", "sentiment", "wnut_questions")]
+        for name in ("trec_pairs", "sentiment", "wnut_spans")]
     for command in finetunes:
         assert "--config.top_bilstm=true" in command
         assert _override(command, "init_checkpoint") == os.path.join(workdir, "ltr", "pretrain")
