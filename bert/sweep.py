@@ -1,7 +1,7 @@
 """The paper's ablations as sweeps: one command turns a table config into a finished table.
 
     python -m bert.sweep experiments/ablations/<table>.py --workdir DIR
-        [--scale tiny|paper] [--seeds 3] [--dry-run] [--launcher slurm|tpu]
+        [--scale tiny|paper] [--seeds 3] [--pretrain_seeds 1] [--dry-run] [--launcher slurm|tpu]
 
 A table config (experiments/ablations/*.py) is data: `get_config(scale)` returns a `Table` (the
 pretraining recipe every arm starts from, the columns with their evaluation tasks, the paper's
@@ -23,6 +23,11 @@ command (its last checkpoint, model folder or eval_results.json is there) is ski
 killed one resumes from its checkpoint when rerun, so rerunning the sweep continues it. Proxy
 datasets are built into DIR/data (bert/ablation_data.py). Then DIR/results.md, DIR/results.csv
 and DIR/<table>.png are written (bert/sweep_results.py).
+
+`--pretrain_seeds K` (default 1: each arm pretrains once, as the paper did) adds K - 1 replicas
+of every arm, DIR/<arm>.pseed<k>/, pretrained with config.seed raised by k and fine-tuned like
+the arm; results pool each arm's runs over pretraining and fine-tuning seeds. Replicas run after
+every original arm, so an interrupted sweep has whole tables at one pretraining seed first.
 
 `--dry-run` prints every arm's commands; `--scale paper` prints the pretraining of each arm as a
 launch through launch/slurm_gpu.sbatch (or launch/tpu_vm_pod.sh) and the fine-tuning commands
@@ -97,6 +102,8 @@ class Arm:
     pretrain_from: str
     step: int | None
     group: str
+    pretrain_seed: int = 0  # added to the pretraining config's seed (replicas: 1, 2, ...)
+    replica_of: str = ""  # the arm whose results this replica's runs pool into
 
     def eval_of(self, column: Column) -> Eval | None:
         return self.evals.get(column.name, column.eval)
@@ -187,6 +194,19 @@ class ArmPlan:
     step: int  # the pretraining step its fine-tuning starts from
 
 
+REPLICA = ".pseed"  # DIR/<arm>.pseed<k>/: the arm pretrained with seed + k
+
+
+def with_pretraining_seeds(arms: Sequence[Arm], pretrain_seeds: int) -> list[Arm]:
+    """`arms`, then for k = 1 .. pretrain_seeds - 1 a replica of each, pretrained with seed + k
+    (or fine-tuning replica k of the arm it shares a pretraining with)."""
+    replicas = [dataclasses.replace(arm, name=f"{arm.name}{REPLICA}{k}",
+                                    pretrain_from=f"{arm.pretrain_from}{REPLICA}{k}",
+                                    pretrain_seed=k, replica_of=arm.name)
+                for k in range(1, pretrain_seeds) for arm in arms]
+    return [*arms, *replicas]
+
+
 def override_args(overrides: Mapping[str, Any], data_dir: str) -> list[str]:
     """--config.key=value arguments; "{data}" in a string value becomes `data_dir`."""
     args = []
@@ -201,11 +221,11 @@ def override_args(overrides: Mapping[str, Any], data_dir: str) -> list[str]:
     return args
 
 
-def train_steps(config_path: str, overrides: Sequence[str]) -> int:
-    """config.train_steps of a pretraining config with overrides (checked keys and types)."""
+def _pretraining(config_path: str, overrides: Sequence[str]) -> Any:
+    """A pretraining config with overrides (checked keys and types)."""
     from bert import cli  # only planning needs it; keeps `--help` light
 
-    return int(cli.load_config(config_path, overrides).train_steps)
+    return cli.load_config(config_path, overrides)
 
 
 def seed_list(seeds: int) -> str:
@@ -226,10 +246,16 @@ def plan(table: Table, arms: Sequence[Arm], workdir: str, *, seeds: int = 3,
     """Every arm's commands, in the order they must run (an arm's pretraining before any arm
     that fine-tunes it)."""
     data_dir = os.path.join(workdir, "data")
-    pretrain_args = {arm.name: override_args({**table.pretrain_overrides, **arm.pretrain}, data_dir)
-                     for arm in arms if arm.pretrain_from == arm.name}
-    last_step = {name: train_steps(table.pretrain_config, args)
-                 for name, args in pretrain_args.items()}
+    pretrain_args, last_step = {}, {}
+    for arm in arms:
+        if arm.pretrain_from != arm.name:
+            continue
+        overrides = {**table.pretrain_overrides, **arm.pretrain}
+        config = _pretraining(table.pretrain_config, override_args(overrides, data_dir))
+        if arm.pretrain_seed:
+            overrides["seed"] = int(config.seed) + arm.pretrain_seed
+        pretrain_args[arm.name] = override_args(overrides, data_dir)
+        last_step[arm.name] = int(config.train_steps)
     plans = []
     for arm in arms:
         jobs = []
@@ -330,17 +356,19 @@ def run_plan(plans: Sequence[ArmPlan], runner: Runner = run_command) -> list[str
 
 
 def sweep(table_path: str, workdir: str, *, scale: str = "tiny", seeds: int = 3,
-          dry_run: bool = False, launcher: str = "slurm", runner: Runner = run_command,
-          command: str = "") -> str:
+          pretrain_seeds: int = 1, dry_run: bool = False, launcher: str = "slurm",
+          runner: Runner = run_command, command: str = "") -> str:
     """Runs (or, with dry_run or at paper scale, prints) a table; returns what it printed or
     the path of results.md."""
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if seeds < 1 or pretrain_seeds < 1:
+        raise ValueError(f"--seeds and --pretrain_seeds must be at least 1, got {seeds} and "
+                         f"{pretrain_seeds}")
     if launcher not in LAUNCHERS:
         raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     table, arms = load_table(table_path, scale)
+    arms = with_pretraining_seeds(arms, pretrain_seeds)
     plans = plan(table, arms, workdir, seeds=seeds, launcher=launcher)
     if dry_run or scale == "paper":
         text = describe_plan(plans, workdir, scale=scale)
@@ -352,7 +380,8 @@ def sweep(table_path: str, workdir: str, *, scale: str = "tiny", seeds: int = 3,
     run_plan(plans, runner)
     return sweep_results.write_results(table, plans, workdir, command=command or shell_line(
         (PYTHON, "-m", "bert.sweep", table_path, "--workdir", workdir, "--scale", scale,
-         "--seeds", str(seeds))))
+         "--seeds", str(seeds), *(("--pretrain_seeds", str(pretrain_seeds))
+                                  if pretrain_seeds > 1 else ()))))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -363,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scale", default="tiny", choices=SCALES,
                         help="tiny: run on this machine; paper: print the cluster launches")
     parser.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per task")
+    parser.add_argument("--pretrain_seeds", "--pretrain-seeds", type=int, default=1,
+                        help="pretraining seeds per arm (1: each arm pretrains once)")
     parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                         help="print every arm's commands, run nothing")
     parser.add_argument("--launcher", default="slurm", choices=LAUNCHERS,
@@ -370,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         result = sweep(args.table, args.workdir, scale=args.scale, seeds=args.seeds,
-                       dry_run=args.dry_run, launcher=args.launcher)
+                       pretrain_seeds=args.pretrain_seeds, dry_run=args.dry_run,
+                       launcher=args.launcher)
     except (ValueError, OSError) as error:
         raise SystemExit(f"bert.sweep: error: {' '.join(str(error).split())}") from None
     if not (args.dry_run or args.scale == "paper"):

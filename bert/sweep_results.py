@@ -26,8 +26,8 @@ from typing import Any, Sequence
 from bert.files import write_atomically
 from bert.sweep import RESULTS_FILE, ArmPlan, Table
 
-CSV_FIELDS = ("table", "arm", "label", "column", "task", "proxy", "step", "seed", "value",
-              "paper")
+CSV_FIELDS = ("table", "arm", "label", "column", "task", "proxy", "step", "pretrain_seed", "seed",
+              "value", "paper")
 AGREE, DISAGREE, NOISE, REFERENCE = "✓", "✗", "≈", "ref"
 
 
@@ -93,11 +93,13 @@ def logged_curve(metrics_file: str, key: str) -> tuple[list[int], list[float]]:
 
 def collect(table: Table, plans: Sequence[ArmPlan]
             ) -> tuple[dict[tuple[str, str], Cell], list[dict[str, Any]]]:
-    """Cells by (arm, column) and the CSV rows; a task not run yet is left out."""
+    """Cells by (arm, column) and the CSV rows; a task not run yet is left out. A replica's
+    runs (another pretraining seed) pool into its arm's cell."""
     cells: dict[tuple[str, str], Cell] = {}
     rows = []
     for arm_plan in plans:
         arm = arm_plan.arm
+        name = arm.replica_of or arm.name
         for column in table.columns:
             task = arm.eval_of(column)
             if column.pretrain_metric:
@@ -117,12 +119,13 @@ def collect(table: Table, plans: Sequence[ArmPlan]
             else:
                 continue
             paper = arm.paper.get(column.name)
-            cells[arm.name, column.name] = Cell(tuple(v for _, v in runs), paper)
+            pooled = cells[name, column.name].values if (name, column.name) in cells else ()
+            cells[name, column.name] = Cell((*pooled, *(v for _, v in runs)), paper)
             for seed, value in runs:
-                rows.append(dict(table=table.name, arm=arm.name, label=arm.label,
+                rows.append(dict(table=table.name, arm=name, label=arm.label,
                                  column=column.name, task=task_name, proxy=proxy,
-                                 step=arm_plan.step, seed=seed, value=round(value, 4),
-                                 paper="" if paper is None else paper))
+                                 step=arm_plan.step, pretrain_seed=arm.pretrain_seed, seed=seed,
+                                 value=round(value, 4), paper="" if paper is None else paper))
     return cells, rows
 
 
@@ -160,7 +163,7 @@ def _cell_text(cell: Cell | None, reference: Cell | None) -> str:
 
 
 def markdown(table: Table, plans: Sequence[ArmPlan], cells: dict[tuple[str, str], Cell], *,
-             command: str, plot: str) -> str:
+             command: str, plot: str, pretrain_seeds: int = 1) -> str:
     """results.md (see the module docstring)."""
     reference_name = table.reference or plans[0].arm.name
     lines = [f"# {table.title}", "", f"Paper: {table.paper}.", "", f"Command: `{command}`", ""]
@@ -182,7 +185,9 @@ def markdown(table: Table, plans: Sequence[ArmPlan], cells: dict[tuple[str, str]
             reference = cells.get((reference_name, column.name))
             row.append(_cell_text(cells.get((arm.name, column.name)), reference))
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", f"Mean ± spread (population std) over fine-tuning seeds. Marks against "
+    over = "fine-tuning seeds" + (f" of {pretrain_seeds} pretraining seeds each"
+                                  if pretrain_seeds > 1 else "")
+    lines += ["", f"Mean ± spread (population std) over {over}. Marks against "
               f"{reference_name}: {AGREE} the difference has the paper's sign, {DISAGREE} the "
               f"opposite sign, {NOISE} within noise (|difference| < the larger spread of the "
               f"two arms)."]
@@ -300,7 +305,10 @@ def write_results(table: Table, plans: Sequence[ArmPlan], workdir: str, *, comma
     cells, rows = collect(table, plans)
     write_csv(os.path.join(workdir, "results.csv"), rows)
     plot_file = f"{table.name}.png"
-    plot(table, plans, cells, os.path.join(workdir, plot_file))
+    arms = [p for p in plans if not p.arm.replica_of]  # replicas are pooled into these
+    plot(table, arms, cells, os.path.join(workdir, plot_file))
     path = os.path.join(workdir, "results.md")
-    write_atomically(path, markdown(table, plans, cells, command=command, plot=plot_file))
+    pretrain_seeds = 1 + max(p.arm.pretrain_seed for p in plans)
+    write_atomically(path, markdown(table, arms, cells, command=command, plot=plot_file,
+                                    pretrain_seeds=pretrain_seeds))
     return path

@@ -48,10 +48,10 @@ class FakeRunner:
             os.makedirs(os.path.join(_flag(argv, "--output"), "params"))
         else:
             workdir = _flag(argv, "--workdir")
-            arm = os.path.basename(os.path.dirname(workdir))
+            arm, _, replica = os.path.basename(os.path.dirname(workdir)).partition(sweep.REPLICA)
+            score = self.scores[arm] + 0.1 * int(replica or 0)  # pretraining seed k: +10 points
             seeds = [int(s) for s in _override(argv, "seeds").split(",")]
-            runs = [{"seed": seed, "metrics": {"accuracy": self.scores[arm] + 0.01 * seed,
-                                               "f1": 100 * self.scores[arm]}}
+            runs = [{"seed": seed, "metrics": {"accuracy": score + 0.01 * seed, "f1": 100 * score}}
                     for seed in seeds]
             os.makedirs(workdir, exist_ok=True)
             with open(os.path.join(workdir, "eval_results.json"), "w") as f:
@@ -182,7 +182,7 @@ def test_results_put_the_paper_beside_each_arm_and_mark_agreement(workdir):
         lines = f.read().splitlines()
     assert lines[0] == ",".join(sweep_results.CSV_FIELDS)
     assert len(lines) - 1 == 4 * 5 * 2  # arms x columns x seeds
-    assert re.search(r"^table5_tasks,ltr,LTR & No NSP,MRPC,trec_pairs,.*,2000,2,52\.0,77\.5$",
+    assert re.search(r"^table5_tasks,ltr,LTR & No NSP,MRPC,trec_pairs,.*,2000,0,2,52\.0,77\.5$",
                      "\n".join(lines), re.M)
     with open(os.path.join(workdir, "table5_tasks.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -208,3 +208,34 @@ def test_bad_arms_are_named(tmp_path):
                     "    return [dict(name='x', paper={'B': 1.0})]\n")
     with pytest.raises(ValueError, match=r"arm 'x': paper names columns B"):
         sweep.load_table(str(path), "tiny")
+
+
+def test_pretraining_seeds_add_replicas_whose_runs_pool_into_their_arm(workdir, capsys):
+    runner = FakeRunner(SCORES)
+    sweep.sweep(TABLE5, workdir, seeds=2, pretrain_seeds=2, runner=runner)
+    pretrainings = {_flag(c, "--workdir"): c for c in runner.calls if c[2] == "bert.pretrain"}
+    assert len(pretrainings) == 6  # 3 pretraining arms x 2 seeds
+    replica = pretrainings[os.path.join(workdir, "ltr.pseed1", "pretrain")]
+    assert _override(replica, "seed") == "1" and _override(replica, "objective") == "ltr"
+    assert _override(pretrainings[os.path.join(workdir, "ltr", "pretrain")], "seed") is None
+    # The replicas run after every original arm; the BiLSTM replica fine-tunes the LTR replica.
+    kinds = [os.path.basename(os.path.dirname(_flag(c, "--workdir"))) for c in runner.calls]
+    assert kinds.index("mlm_nsp.pseed1") > max(kinds.index(a) for a in SCORES)
+    bilstm = [c for c in runner.calls
+              if os.path.dirname(_flag(c, "--workdir")).endswith("ltr_bilstm.pseed1")]
+    assert {_override(c, "init_checkpoint") for c in bilstm} == {
+        os.path.join(workdir, "ltr.pseed1", "pretrain")}
+    text = open(os.path.join(workdir, "results.md")).read()
+    rows = [l for l in text.splitlines() if l.startswith("| ")]
+    assert len(rows) == 1 + 4 + 1 + 5  # header and one row per arm (no replica rows), agreement
+    # Fine-tuning seeds 1, 2 of pretraining seeds 0 and 1 (+10 points): 71, 72, 81, 82.
+    assert "76.50 ± 5.02 (paper 84.4) ref" in rows[1]
+    assert "over fine-tuning seeds of 2 pretraining seeds each" in text
+    with open(os.path.join(workdir, "results.csv")) as f:
+        lines = f.read().splitlines()
+    assert len(lines) - 1 == 2 * 4 * 5 * 2  # pretraining seeds x arms x columns x seeds
+    assert re.search(r"^table5_tasks,mlm_nsp,BERT-base \(MLM \+ NSP\),SST-2,sentiment,.*,"
+                     r"2000,1,2,82\.0,92\.7$", "\n".join(lines), re.M)
+    capsys.readouterr()
+    sweep.main([TABLE5, "--workdir", workdir, "--pretrain_seeds", "2", "--dry-run"])
+    assert "# arm ltr.pseed1" in capsys.readouterr().out
