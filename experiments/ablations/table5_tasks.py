@@ -5,9 +5,9 @@ initialised BiLSTM on top during fine-tuning.
     python -m bert.sweep experiments/ablations/table5_tasks.py --workdir runs/ablations/table5
     python -m bert.sweep experiments/ablations/table5_tasks.py --workdir /shared/table5 --scale paper
 
-Tiny scale: 3 BERT-tiny pretrainings and 4 arms x 3 tasks x 3 seeds of fine-tuning (a BERT-tiny
-pretraining took about 3 minutes and a fine-tuning seed about 1 on 2 shared CPU cores; the whole
-table is not yet timed). MNLI-m, QNLI and MRPC share one sentence-pair proxy there.
+Tiny scale: 3 BERT-tiny pretrainings and 4 arms x 3 tasks x 3 seeds of fine-tuning, about 27
+minutes on 2 CPU cores shared with another sweep (docs/ABLATIONS.md). MNLI-m, QNLI and MRPC share
+one sentence-pair proxy there.
 """
 from bert import ablation_tasks as tasks
 from bert.sweep import Column, Table

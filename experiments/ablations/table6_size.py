@@ -6,8 +6,8 @@ perplexity and fine-tuned dev accuracy.
 
 Tiny scale shrinks every size by the same factors, layers / 3 and hidden / 8 (heads kept, so
 each head is 8 wide), which keeps their order: (1, 96, 12) ... (8, 128, 16). Six short
-pretrainings and 6 x 2 tasks x 3 seeds of fine-tuning (a BERT-tiny pretraining took about 3
-minutes and a fine-tuning seed about 1 on 2 shared CPU cores; the whole table is not yet timed).
+pretrainings and 6 x 2 tasks x 3 seeds of fine-tuning, 52 minutes on 2 CPU cores shared with
+other sweeps (docs/ABLATIONS.md).
 """
 from bert import ablation_tasks as tasks
 from bert.sweep import Column, Table

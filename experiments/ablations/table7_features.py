@@ -6,8 +6,8 @@ frozen with six choices of layer features feeding a BiLSTM tagger (task ner_feat
 
 Tiny scale: one 6-layer BERT-tiny (the last-four strategies need 4 blocks, and at 4 "all
 layers" would be the last four: identical rows), WNUT-16 tweet NER
-for CoNLL-2003, 7 arms x 3 seeds of tagging (a BERT-tiny pretraining took about 3 minutes and a
-fine-tuning seed about 1 on 2 shared CPU cores; the whole table is not yet timed).
+for CoNLL-2003, 7 arms x 3 seeds of tagging, 36 minutes on 2 CPU cores shared with other
+sweeps (docs/ABLATIONS.md).
 """
 from bert import ablation_tasks as tasks
 from bert.sweep import Column, Table
