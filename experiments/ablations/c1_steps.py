@@ -6,8 +6,8 @@ accuracy from checkpoints along one MLM run and one left-to-right run, and their
     python -m bert.sweep experiments/ablations/c1_steps.py --workdir /shared/c1 --scale paper
 
 Tiny scale: two BERT-tiny pretrainings checkpointed every 500 steps, MNLI's pair proxy
-fine-tuned from 4 checkpoints of each with 3 seeds (a BERT-tiny pretraining took about 3 minutes
-and a fine-tuning seed about 1 on 2 shared CPU cores; the whole table is not yet timed).
+fine-tuned from 4 checkpoints of each with 3 seeds, 15 minutes on 2 CPU cores shared with another
+sweep (docs/ABLATIONS.md).
 
 The paper gives this as a figure (Figure 5), not numbers: "BERT-base achieves almost 1.0%
 additional accuracy on MNLI when trained on 1M steps compared to 500k steps", and "the MLM model

@@ -5,9 +5,8 @@ NER) and by the feature-based approach (NER, concatenation of the last four laye
     python -m bert.sweep experiments/ablations/table8_masking.py --workdir runs/ablations/table8
     python -m bert.sweep experiments/ablations/table8_masking.py --workdir /shared/table8 --scale paper
 
-Tiny scale: six 4-layer BERT-tiny pretrainings, 6 x 3 tasks x 3 seeds of fine-tuning (a
-BERT-tiny pretraining took about 3 minutes and a fine-tuning seed about 1 on 2 shared CPU cores;
-the whole table is not yet timed).
+Tiny scale: six 4-layer BERT-tiny pretrainings, 6 x 3 tasks x 3 seeds of fine-tuning, 83 minutes
+on 2 CPU cores shared with other jobs throughout (docs/ABLATIONS.md).
 """
 from bert import ablation_tasks as tasks
 from bert.sweep import Column, Table
