@@ -177,19 +177,22 @@ def build(output: str | Path, *, trec_dir: Path = TREC_DIR, wnut_dir: Path = WNU
             os.makedirs(pairs.parent, exist_ok=True)
             rows = question_pairs(read_trec(trec_dir / f"{split}.tsv"), _rng(split))
             write_tsv(pairs, ("text", "text_b", "label"), rows)
-        for name, unanswerable in (("wnut_questions", True), ("wnut_spans", False)):
+        missing = [(name, unanswerable) for name, unanswerable in
+                   (("wnut_questions", True), ("wnut_spans", False))
+                   if not (output / name / f"{split}.json").exists()]
+        sentences = read_conll(wnut_dir / f"{split}.conll") if missing else []
+        for name, unanswerable in missing:
             questions = output / name / f"{split}.json"
-            if not questions.exists():
-                os.makedirs(questions.parent, exist_ok=True)
-                squad = span_questions(read_conll(wnut_dir / f"{split}.conll"), _rng(split),
-                                       split, unanswerable=unanswerable)
-                write_atomically(str(questions), json.dumps(squad, ensure_ascii=False) + "\n")
+            os.makedirs(questions.parent, exist_ok=True)
+            squad = span_questions(sentences, _rng(split), split, unanswerable=unanswerable)
+            write_atomically(str(questions), json.dumps(squad, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bert.ablation_data",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", required=True, help="folder for trec_pairs/, wnut_questions/, wnut_spans/")
+    parser.add_argument("--output", required=True,
+                        help="folder for trec_pairs/, wnut_questions/, wnut_spans/")
     args = parser.parse_args(argv)
     try:
         build(args.output)

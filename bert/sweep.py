@@ -250,11 +250,11 @@ def plan(table: Table, arms: Sequence[Arm], workdir: str, *, seeds: int = 3,
     for arm in arms:
         if arm.pretrain_from != arm.name:
             continue
-        overrides = {**table.pretrain_overrides, **arm.pretrain}
-        config = _pretraining(table.pretrain_config, override_args(overrides, data_dir))
+        args = override_args({**table.pretrain_overrides, **arm.pretrain}, data_dir)
+        config = _pretraining(table.pretrain_config, args)
         if arm.pretrain_seed:
-            overrides["seed"] = int(config.seed) + arm.pretrain_seed
-        pretrain_args[arm.name] = override_args(overrides, data_dir)
+            args.append(f"--config.seed={int(config.seed) + arm.pretrain_seed}")
+        pretrain_args[arm.name] = args
         last_step[arm.name] = int(config.train_steps)
     plans = []
     for arm in arms:
