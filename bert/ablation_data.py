@@ -177,12 +177,12 @@ def build(output: str | Path, *, trec_dir: Path = TREC_DIR, wnut_dir: Path = WNU
             os.makedirs(pairs.parent, exist_ok=True)
             rows = question_pairs(read_trec(trec_dir / f"{split}.tsv"), _rng(split))
             write_tsv(pairs, ("text", "text_b", "label"), rows)
-        missing = [(name, unanswerable) for name, unanswerable in
-                   (("wnut_questions", True), ("wnut_spans", False))
-                   if not (output / name / f"{split}.json").exists()]
+        missing = [(questions, unanswerable) for questions, unanswerable in
+                   ((output / "wnut_questions" / f"{split}.json", True),
+                    (output / "wnut_spans" / f"{split}.json", False))
+                   if not questions.exists()]
         sentences = read_conll(wnut_dir / f"{split}.conll") if missing else []
-        for name, unanswerable in missing:
-            questions = output / name / f"{split}.json"
+        for questions, unanswerable in missing:
             os.makedirs(questions.parent, exist_ok=True)
             squad = span_questions(sentences, _rng(split), split, unanswerable=unanswerable)
             write_atomically(str(questions), json.dumps(squad, ensure_ascii=False) + "\n")

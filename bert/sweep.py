@@ -253,7 +253,7 @@ def plan(table: Table, arms: Sequence[Arm], workdir: str, *, seeds: int = 3,
         args = override_args({**table.pretrain_overrides, **arm.pretrain}, data_dir)
         config = _pretraining(table.pretrain_config, args)
         if arm.pretrain_seed:
-            args.append(f"--config.seed={int(config.seed) + arm.pretrain_seed}")
+            args += override_args({"seed": int(config.seed) + arm.pretrain_seed}, data_dir)
         pretrain_args[arm.name] = args
         last_step[arm.name] = int(config.train_steps)
     plans = []
