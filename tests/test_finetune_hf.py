@@ -11,7 +11,10 @@ Then the whole command: `python -m bert.finetune` on a TSV against transformers'
 tokenization, schedule and evaluation of the same file, step by step.
 """
 import csv
+import functools
 import sys
+from pathlib import Path
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -88,18 +91,20 @@ def _torch_loss(model: torch.nn.Module, kind: str, batch: dict[str, np.ndarray])
     return model(**inputs).loss
 
 
-def _torch_losses(model: torch.nn.Module, kind: str, batches: list) -> list[float]:
-    """transformers' fine-tuning recipe: AdamW with the usual no-decay groups, clip, linear decay."""
+def _torch_losses(model: torch.nn.Module, step_losses: Iterable[Callable[[], torch.Tensor]], *,
+                  learning_rate: float, warmup: int, total: int) -> list[float]:
+    """transformers' fine-tuning recipe, one step per loss closure: AdamW with the usual no-decay
+    groups, clip 1.0, linear warmup over `warmup` steps then linear decay to 0 at `total`."""
     decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                                    {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=LEARNING_RATE, eps=EPS)
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, 0, STEPS)
+                                  lr=learning_rate, eps=EPS)
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)
     model.train()
     losses = []
-    for batch in batches:
-        loss = _torch_loss(model, kind, batch)
+    for step_loss in step_losses:
+        loss = step_loss()
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -137,7 +142,8 @@ def test_steps_from_the_same_weights_give_transformers_losses(kind):
                                        jax.random.key(0), head=head)
     batches = [_batch(kind, seed) for seed in range(STEPS)]
     ours = _our_losses(params, kind, batches)
-    theirs = _torch_losses(model, kind, batches)
+    theirs = _torch_losses(model, [functools.partial(_torch_loss, model, kind, b) for b in batches],
+                           learning_rate=LEARNING_RATE, warmup=0, total=STEPS)
     assert ours[-1] != pytest.approx(ours[0], rel=1e-3)  # the steps moved the weights
     np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)
 
@@ -147,91 +153,187 @@ def test_steps_from_the_same_weights_give_transformers_losses(kind):
 _WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "park", "in", "paris", "big", "quick",
           "brown", "fox", "i", "like", "tea", "coffee", "and", "it", "was", "small", "old", "man",
           "Playing", "jumped", "quickly", "Café", "naïve", "zebra", "New", "York"]
+_SEED = 3
 
 
-def _write_sentences(path, rows: int, seed: int) -> list[tuple[str, str]]:
-    """A TSV (text, label) of word salad: "pos" when "good" is in it; some words capitalised,
-    accented or out of the vocabulary, so each side's tokenizer has work to do."""
-    rng = np.random.default_rng(seed)
-    examples = []
-    for _ in range(rows):
-        words = list(rng.choice(_WORDS, rng.integers(3, 14)))
-        if rng.random() < 0.5:
-            words.insert(int(rng.integers(0, len(words))), str(rng.choice(["good", "bad"])))
-        text = " ".join(words) + str(rng.choice([".", "!", " ?"]))
-        examples.append((text, "pos" if "good" in words else "neg"))
-    path.write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in examples), encoding="utf-8")
-    return examples
+def _word_salad(rng: np.random.Generator, most: int) -> list[str]:
+    """Words of the test vocabulary, some capitalised, accented, split into pieces or unknown,
+    so that each side's tokenizer has work to do."""
+    return [str(w) for w in rng.choice(_WORDS, rng.integers(3, most + 1))]
 
 
-def test_finetune_command_trains_what_transformers_trains(tmp_path):
-    """`python -m bert.finetune` against transformers' fine-tuning from the same converted model
-    on the same TSV, dropout off: each side reads and tokenizes the file itself and runs its own
-    optimizer and schedule (the paper's recipe on both), taking the rows of each step in the
-    order of the command's plan. Every step's loss and every dev prediction must agree, so the
-    reader, tokenizer, batching, warmup and decay, optimizer and evaluation of the command are
-    transformers' too, not only its step."""
-    from bert.tasks import batches
-    from scripts.kill_resume import REPO, pretrain_env, run_to_end
-
-    labels = ("neg", "pos")  # the command's order: sorted labels of the training file
+def _hf_start(tmp_path, kind: str, labels: tuple[str, ...]) -> tuple[torch.nn.Module, str]:
+    """A random transformers model with the head of `kind` over `labels`, saved with the uncased
+    test vocabulary and imported by bert.convert (task.json keeps its head, so the command
+    starts from these very weights); the model and the imported folder."""
     hf_dir, model_dir = tmp_path / "hf", tmp_path / "model"
     vocab = hf_reference.write_vocab(str(hf_dir), cased=False)
-    hf_config = hf_reference.hf_config(len(vocab), hidden_dropout_prob=0.0,
-                                       attention_probs_dropout_prob=0.0,
-                                       id2label=dict(enumerate(labels)))
-    model = hf_reference.task_model("sequence_classification", hf_config, seed=5)
+    config = hf_reference.hf_config(len(vocab), hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.0,
+                                    id2label=dict(enumerate(labels)))
+    model = hf_reference.task_model(kind, config, seed=5)
     model.save_pretrained(hf_dir)
-    convert.import_hf(str(hf_dir), str(model_dir))  # task.json keeps the head: both start equal
-    train_examples = _write_sentences(tmp_path / "train.tsv", 44, seed=1)
-    dev_examples = _write_sentences(tmp_path / "dev.tsv", 13, seed=2)
-    batch_size, epochs, learning_rate, max_len = 8, 2.0, 1e-3, 16
+    convert.import_hf(str(hf_dir), str(model_dir))
+    return model, str(model_dir)
+
+
+def _run_command(tmp_path, config: str, model_dir: str, *flags: str) -> Path:
+    """`python -m bert.finetune` on tmp_path's train and dev files, dropout off, a loss logged
+    every step; its work directory."""
+    from scripts.kill_resume import REPO, pretrain_env, run_to_end
 
     workdir = tmp_path / "run"
+    suffix = ".conll" if config == "tag" else ".tsv"
     run_to_end([sys.executable, "-m", "bert.finetune",
-                "--config", str(REPO / "experiments/finetune/classify.py"),
+                "--config", str(REPO / "experiments" / "finetune" / f"{config}.py"),
                 f"--workdir={workdir}", f"--config.init_checkpoint={model_dir}",
-                f"--config.train_file={tmp_path / 'train.tsv'}",
-                f"--config.eval_file={tmp_path / 'dev.tsv'}", "--config.dropout_rate=0.0",
-                f"--config.batch_size={batch_size}", f"--config.num_train_epochs={epochs}",
-                f"--config.learning_rate={learning_rate}", f"--config.max_seq_len={max_len}",
-                "--config.log_every=1", "--config.seed=3"],
+                f"--config.train_file={tmp_path / ('train' + suffix)}",
+                f"--config.eval_file={tmp_path / ('dev' + suffix)}", "--config.dropout_rate=0.0",
+                "--config.log_every=1", f"--config.seed={_SEED}", *flags],
                pretrain_env(tmp_path / "cache"))
-    ours = [row["loss"] for row in read_metrics(workdir / "metrics.jsonl") if "learning_rate" in row]
+    return workdir
+
+
+def _logged_losses(workdir: Path) -> list[float]:
+    return [row["loss"] for row in read_metrics(workdir / "metrics.jsonl") if "learning_rate" in row]
+
+
+def _plan(rows: int, batch_size: int, epochs: float, max_len: int):
+    from bert.tasks import batches
+
+    return batches.TrainPlan(num_rows=rows, batch_size=batch_size, num_epochs=epochs, seed=_SEED,
+                             buckets=(max_len,))
+
+
+def test_finetune_command_classifies_as_transformers_does(tmp_path):
+    """`python -m bert.finetune` (classify) against transformers' fine-tuning from the same
+    converted model on the same TSV, dropout off: each side reads and tokenizes the file itself
+    and runs its own optimizer and schedule (the paper's recipe on both), taking the rows of each
+    step in the order of the command's plan. Every step's loss and every dev prediction must
+    agree, so the reader, tokenizer, batching, warmup and decay, optimizer and evaluation of the
+    command are transformers' too, not only its step."""
+    labels = ("neg", "pos")  # the command's order: sorted labels of the training file
+    model, model_dir = _hf_start(tmp_path, "sequence_classification", labels)
+    rng = np.random.default_rng(1)
+    examples = {}
+    for split, rows in (("train", 44), ("dev", 13)):
+        examples[split] = []
+        for _ in range(rows):
+            words = _word_salad(rng, 13)
+            if rng.random() < 0.5:
+                words.insert(int(rng.integers(0, len(words))), str(rng.choice(["good", "bad"])))
+            text = " ".join(words) + str(rng.choice([".", "!", " ?"]))
+            examples[split].append((text, "pos" if "good" in words else "neg"))
+        (tmp_path / f"{split}.tsv").write_text(
+            "text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in examples[split]), encoding="utf-8")
+    batch_size, epochs, learning_rate, max_len = 8, 2.0, 1e-3, 16
+
+    workdir = _run_command(tmp_path, "classify", model_dir, f"--config.batch_size={batch_size}",
+                           f"--config.num_train_epochs={epochs}",
+                           f"--config.learning_rate={learning_rate}",
+                           f"--config.max_seq_len={max_len}")
     with open(workdir / "eval_predictions.tsv", encoding="utf-8") as f:
         our_predictions = [row["prediction"] for row in csv.DictReader(f, delimiter="\t")]
 
-    tokenizer = transformers.BertTokenizer.from_pretrained(str(hf_dir))
-    encode = lambda examples, rows: tokenizer(  # noqa: E731
-        [examples[r][0] for r in rows], truncation=True, max_length=max_len, padding=True,
-        return_tensors="pt")
-    plan = batches.TrainPlan(num_rows=len(train_examples), batch_size=batch_size,
-                             num_epochs=epochs, seed=3, buckets=(max_len,))
-    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=learning_rate, eps=1e-6)
-    schedule = transformers.get_linear_schedule_with_warmup(
-        optimizer, int(0.1 * plan.steps), plan.steps)
-    model.train()
-    theirs = []
-    for step in range(1, plan.steps + 1):
-        rows = plan.global_rows(step)
-        targets = torch.tensor([labels.index(train_examples[r][1]) for r in rows])
-        loss = model(**encode(train_examples, rows), labels=targets).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        theirs.append(float(loss.detach()))
+    tokenizer = transformers.BertTokenizer.from_pretrained(str(tmp_path / "hf"))
+
+    def inputs(split: str, rows) -> dict[str, torch.Tensor]:
+        return tokenizer([examples[split][r][0] for r in rows], truncation=True,
+                         max_length=max_len, padding=True, return_tensors="pt")
+
+    def step_loss(rows) -> Callable[[], torch.Tensor]:
+        targets = torch.tensor([labels.index(examples["train"][r][1]) for r in rows])
+        return lambda: model(**inputs("train", rows), labels=targets).loss
+
+    plan = _plan(len(examples["train"]), batch_size, epochs, max_len)
+    theirs = _torch_losses(model, [step_loss(plan.global_rows(s)) for s in range(1, plan.steps + 1)],
+                           learning_rate=learning_rate, warmup=int(0.1 * plan.steps),
+                           total=plan.steps)
     model.eval()
     with torch.no_grad():
-        logits = model(**encode(dev_examples, range(len(dev_examples)))).logits
+        logits = model(**inputs("dev", range(len(examples["dev"])))).logits
     their_predictions = [labels[i] for i in logits.argmax(-1).tolist()]
 
+    ours = _logged_losses(workdir)
     assert len(ours) == plan.steps == 11
     np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)
     assert ours[-1] < 0.85 * ours[0]  # it learnt: the comparison is not of two idle runs
+    assert our_predictions == their_predictions
+
+
+def _tagged(rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(word, IOB2 tag): Paris and New York are LOC, man is PER; most sentences name one."""
+    words = _word_salad(rng, 10)
+    if rng.random() < 0.8:
+        at = int(rng.integers(0, len(words) + 1))
+        words[at:at] = [["paris"], ["New", "York"], ["man"]][int(rng.integers(0, 3))]
+    tags = []
+    for i, word in enumerate(words):
+        if word == "York" and i and words[i - 1] == "New":
+            tags.append("I-LOC")
+        elif word in ("paris", "New"):
+            tags.append("B-LOC")
+        else:
+            tags.append("B-PER" if word == "man" else "O")
+    return list(zip(words, tags))
+
+
+def test_finetune_command_tags_as_transformers_does(tmp_path):
+    """The same for `tag` on a CoNLL file against transformers' token classification as its
+    examples do it: words tokenized with is_split_into_words, each word's first sub-token
+    labelled (-100 elsewhere), a word's prediction read at its first sub-token."""
+    labels = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+    model, model_dir = _hf_start(tmp_path, "token_classification", labels)
+    rng = np.random.default_rng(2)
+    sentences = {split: [_tagged(rng) for _ in range(rows)]
+                 for split, rows in (("train", 36), ("dev", 11))}
+    for split, tagged in sentences.items():
+        (tmp_path / f"{split}.conll").write_text("".join(
+            "".join(f"{w} {t}\n" for w, t in sentence) + "\n" for sentence in tagged),
+            encoding="utf-8")
+    batch_size, epochs, learning_rate, max_len = 6, 4.0, 4e-3, 32
+
+    workdir = _run_command(tmp_path, "tag", model_dir, f"--config.batch_size={batch_size}",
+                           f"--config.num_train_epochs={epochs}",
+                           f"--config.learning_rate={learning_rate}",
+                           f"--config.max_seq_len={max_len}", f"--config.labels={','.join(labels)}")
+    predicted = (workdir / "eval_predictions.conll").read_text(encoding="utf-8").split("\n\n")
+    our_predictions = [[line.split()[-1] for line in block.splitlines()]
+                       for block in predicted if block.strip()]
+
+    tokenizer = transformers.BertTokenizer.from_pretrained(str(tmp_path / "hf"))
+
+    def encoded(split: str, rows) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Inputs, and each token's label id: the tag at a word's first sub-token, else -100."""
+        chosen = [sentences[split][r] for r in rows]
+        inputs = tokenizer([[w for w, _ in s] for s in chosen], is_split_into_words=True,
+                           truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        targets = torch.full(inputs["input_ids"].shape, -100)
+        for i, sentence in enumerate(chosen):
+            seen = set()
+            for position, word in enumerate(inputs.word_ids(i)):
+                if word is not None and word not in seen:
+                    seen.add(word)
+                    targets[i, position] = labels.index(sentence[word][1])
+        return inputs, targets
+
+    def step_loss(rows) -> Callable[[], torch.Tensor]:
+        inputs, targets = encoded("train", rows)
+        return lambda: model(**inputs, labels=targets).loss
+
+    plan = _plan(len(sentences["train"]), batch_size, epochs, max_len)
+    theirs = _torch_losses(model, [step_loss(plan.global_rows(s)) for s in range(1, plan.steps + 1)],
+                           learning_rate=learning_rate, warmup=int(0.1 * plan.steps),
+                           total=plan.steps)
+    model.eval()
+    inputs, targets = encoded("dev", range(len(sentences["dev"])))
+    with torch.no_grad():
+        best = model(**inputs).logits.argmax(-1)
+    their_predictions = [[labels[int(t)] for t in best[i][targets[i] != -100]]
+                         for i in range(len(sentences["dev"]))]
+
+    ours = _logged_losses(workdir)
+    assert len(ours) == plan.steps == 24
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)
+    assert ours[-1] < 0.85 * ours[0]
     assert our_predictions == their_predictions
