@@ -12,6 +12,8 @@ tokenization, schedule and evaluation of the same file, step by step.
 """
 import csv
 import functools
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
@@ -205,15 +207,8 @@ def _plan(rows: int, batch_size: int, epochs: float, max_len: int):
                              buckets=(max_len,))
 
 
-def test_finetune_command_classifies_as_transformers_does(tmp_path):
-    """`python -m bert.finetune` (classify) against transformers' fine-tuning from the same
-    converted model on the same TSV, dropout off: each side reads and tokenizes the file itself
-    and runs its own optimizer and schedule (the paper's recipe on both), taking the rows of each
-    step in the order of the command's plan. Every step's loss and every dev prediction must
-    agree, so the reader, tokenizer, batching, warmup and decay, optimizer and evaluation of the
-    command are transformers' too, not only its step."""
-    labels = ("neg", "pos")  # the command's order: sorted labels of the training file
-    model, model_dir = _hf_start(tmp_path, "sequence_classification", labels)
+def _write_sentiment(tmp_path) -> dict[str, list[tuple[str, str]]]:
+    """train.tsv and dev.tsv (text, label): "pos" when "good" is in the sentence, else "neg"."""
     rng = np.random.default_rng(1)
     examples = {}
     for split, rows in (("train", 44), ("dev", 13)):
@@ -226,6 +221,19 @@ def test_finetune_command_classifies_as_transformers_does(tmp_path):
             examples[split].append((text, "pos" if "good" in words else "neg"))
         (tmp_path / f"{split}.tsv").write_text(
             "text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in examples[split]), encoding="utf-8")
+    return examples
+
+
+def test_finetune_command_classifies_as_transformers_does(tmp_path):
+    """`python -m bert.finetune` (classify) against transformers' fine-tuning from the same
+    converted model on the same TSV, dropout off: each side reads and tokenizes the file itself
+    and runs its own optimizer and schedule (the paper's recipe on both), taking the rows of each
+    step in the order of the command's plan. Every step's loss and every dev prediction must
+    agree, so the reader, tokenizer, batching, warmup and decay, optimizer and evaluation of the
+    command are transformers' too, not only its step."""
+    labels = ("neg", "pos")  # the command's order: sorted labels of the training file
+    model, model_dir = _hf_start(tmp_path, "sequence_classification", labels)
+    examples = _write_sentiment(tmp_path)
     batch_size, epochs, learning_rate, max_len = 8, 2.0, 1e-3, 16
 
     workdir = _run_command(tmp_path, "classify", model_dir, f"--config.batch_size={batch_size}",
@@ -337,3 +345,38 @@ def test_finetune_command_tags_as_transformers_does(tmp_path):
     np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-5)
     assert ours[-1] < 0.85 * ours[0]
     assert our_predictions == their_predictions
+
+
+def test_reference_scripts_run_the_recipe_and_agree_in_lockstep(tmp_path):
+    """scripts/transformers_finetune.py (the README's transformers column) trains and scores a
+    TSV; scripts/lockstep_transformers.py runs a config in lockstep and finds every dev
+    prediction equal."""
+    from scripts.kill_resume import REPO, pretrain_env, run_to_end
+
+    _, model_dir = _hf_start(tmp_path, "sequence_classification", ("neg", "pos"))
+    _write_sentiment(tmp_path)
+    env = pretrain_env(tmp_path / "cache")
+    files = [f"--train={tmp_path / 'train.tsv'}", f"--dev={tmp_path / 'dev.tsv'}"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "transformers_finetune.py"),
+         f"--model={tmp_path / 'hf'}", *files, "--text=text", "--label=label", "--max_len=16",
+         "--batch_size=8", "--epochs=1", "--lr=1e-3"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["steps"] == 6 and 0.0 <= result["accuracy"] <= 1.0
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "lockstep_transformers.py"),
+         "--config", str(REPO / "experiments" / "finetune" / "classify.py"),
+         f"--hf_model={tmp_path / 'hf'}", f"--config.init_checkpoint={model_dir}",
+         f"--config.train_file={tmp_path / 'train.tsv'}",
+         f"--config.eval_file={tmp_path / 'dev.tsv'}", "--config.batch_size=8",
+         "--config.max_seq_len=16", "--config.learning_rate=1e-3", "--print_every=2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    steps = [line.split() for line in lines if line.startswith("step")]
+    assert len(steps) >= 3
+    for words in steps:
+        np.testing.assert_allclose(float(words[4]), float(words[6]), rtol=2e-4)
+    assert "same predictions 1.0000" in lines[-1]
