@@ -548,6 +548,8 @@ PROBE = "probe"
 
 
 def _run_worker(impl: str) -> None:
+    if allocator.is_tuned(os.environ):  # as the commands run under these settings
+        allocator.keep_dispatch_inline()
     config = FLAGS.config
     s = _shapes(config)
     if impl == PROBE:
