@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ml_collections import ConfigDict, config_dict
 
 from bert.model import PRESETS, BertConfig
-from bert.optim import effective_warmup
+from bert.optim import SCHEDULES, effective_warmup
 
 
 def pretraining_config() -> ConfigDict:
@@ -30,6 +30,8 @@ def pretraining_config() -> ConfigDict:
     # Optimizer.
     c.learning_rate = 1e-4  # peak, reached after warmup
     c.warmup_steps = 10_000  # linear warmup, then linear decay to 0 at schedule_steps
+    c.lr_schedule = "linear"  # shape after warmup: "linear" (the paper's), "one_cycle", "cosine",
+    #                           "inverse_sqrt" (bert/optim.py learning_rate_schedule)
     c.schedule_steps = 0  # learning-rate horizon; 0 = train_steps (>0 lets a run stop early and
     #                       a second phase, e.g. at longer max_seq_len, continue the same schedule)
     c.optim = ConfigDict()
@@ -72,6 +74,9 @@ def pretraining_config() -> ConfigDict:
     c.model.remat = "none"  # "none", "full" or "dots" rematerialisation per encoder block
 
     # Data (see bert/data): text files -> tokenizer -> NSP pairs -> masking -> batches.
+    c.model.norm_position = "post"  # "post" (the paper's) or "pre": LayerNorm before attention and
+    #                                 MLP, one final LayerNorm; not exportable to transformers' BERT
+    c.model.position_init = "normal"  # position table's start: "normal" (the paper's) or "sinusoidal"
     c.data = ConfigDict()
     c.data.train_files = ""  # comma-separated files or globs; one document per file by default
     c.data.eval_files = ""  # held-out documents, same format
@@ -111,6 +116,9 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("optim.name", "'adamw' or 'lamb'", lambda v: v in ("adamw", "lamb")),
     ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
     ("optim.b2", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("lr_schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES),
+    ("model.norm_position", "'post' or 'pre'", lambda v: v in ("post", "pre")),
+    ("model.position_init", "'normal' or 'sinusoidal'", lambda v: v in ("normal", "sinusoidal")),
     ("optim.eps", "> 0", lambda v: v > 0),
     ("optim.weight_decay", ">= 0", lambda v: v >= 0),
     ("optim.clip_norm", ">= 0 (0 = no clipping)", lambda v: v >= 0),
@@ -226,6 +234,8 @@ def model_config(config: ConfigDict) -> BertConfig:
         remat=m.remat,
         causal=config.get("objective", "mlm") == "ltr",  # a next-token model sees only the past
     )
+        norm_position=m.norm_position,
+        position_init=m.position_init,
     hidden = m.hidden_size or PRESETS[m.preset][1]
     overrides["intermediate_size"] = m.intermediate_size or 4 * hidden
     return BertConfig.from_preset(m.preset, **overrides)

@@ -762,6 +762,11 @@ def model_at_step(workdir: str, step: int, model_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bert.convert", description=__doc__.split("\n\n")[0])
+    if config.norm_position != "post":
+        raise ConversionError(
+            f"{model_dir}: config.model.norm_position={config.norm_position!r} (bert_config.json: "
+            "norm_position) has no transformers BERT equivalent: BertModel normalises after each "
+            "residual sum (post-LN); pretrain with config.model.norm_position='post' to export")
     commands = parser.add_subparsers(dest="command", required=True)
     from_hf = commands.add_parser("from-hf", help="Hugging Face folder → model folder")
     from_hf.add_argument("--input", required=True, help="HF_DIR: config.json, weights, vocab.txt")

@@ -62,6 +62,16 @@ class BertConfig:
     # A randomly initialised bidirectional LSTM (hidden_size / 2 units per direction) over the
     # last block's output, before the pooler and any head ("LTR + BiLSTM", Table 5).
     top_bilstm: bool = False
+    # Where each block's LayerNorms sit. "post" (the paper's): x = LN(x + f(x)). "pre": x = x +
+    # f(LN(x)), with one more LayerNorm ("final_norm") on the last block's output; the residual
+    # stream is never normalised, so gradients reach the lower blocks undamped and a small model
+    # trains stably at a learning rate that stalls the post-LN one (docs/PERFORMANCE.md).
+    norm_position: str = "post"
+    # Initial values of the learned position table: "normal" (the paper's, N(0, initializer_range)
+    # truncated) or "sinusoidal" (Vaswani et al.'s sines and cosines, scaled to the same spread),
+    # from which attention can tell near from far tokens at step 0 instead of having to learn it.
+    # Only the start differs: the table stays learned and exports to transformers unchanged.
+    position_init: str = "normal"
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -73,6 +83,11 @@ class BertConfig:
             raise ValueError(f"config.model.remat must be none, full or dots, got {self.remat!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"config.model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.norm_position not in ("post", "pre"):
+            raise ValueError(f"config.model.norm_position must be post or pre, got {self.norm_position!r}")
+        if self.position_init not in ("normal", "sinusoidal"):
+            raise ValueError("config.model.position_init must be normal or sinusoidal, "
+                             f"got {self.position_init!r}")
         if self.top_bilstm and self.hidden_size % 2:
             raise ValueError(f"top_bilstm needs an even hidden_size, got {self.hidden_size}")
 
@@ -114,6 +129,27 @@ def _dense_init(config: BertConfig, names: tuple[str | None, ...]) -> Callable:
     )
 
 
+def sinusoidal_positions(length: int, width: int, std: float) -> Array:
+    """(length, width) sines and cosines of geometric frequencies, scaled to standard deviation
+    `std` (their own is 1/sqrt(2)): row t is [sin(t·w_i), cos(t·w_i)] for w_i = 10000^(-2i/width)."""
+    frequencies = 10000.0 ** (-jnp.arange(0, width, 2, dtype=jnp.float32) / width)
+    angles = jnp.arange(length, dtype=jnp.float32)[:, None] * frequencies[None, :]
+    table = jnp.zeros((length, width), jnp.float32)
+    table = table.at[:, 0::2].set(jnp.sin(angles)).at[:, 1::2].set(jnp.cos(angles[:, : width // 2]))
+    return table * (std * jnp.sqrt(2.0))
+
+
+def _position_init(config: BertConfig) -> Callable:
+    if config.position_init == "normal":
+        return _dense_init(config, (None, "embed"))
+
+    def init(rng: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+        del rng
+        return sinusoidal_positions(shape[0], shape[1], config.initializer_range).astype(dtype)
+
+    return nn.with_logical_partitioning(init, (None, "embed"))
+
+
 def _zeros(names: tuple[str | None, ...]) -> Callable:
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
@@ -141,7 +177,7 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embed(
             cfg.max_position_embeddings,
             cfg.hidden_size,
-            embedding_init=_dense_init(cfg, (None, "embed")),
+            embedding_init=_position_init(cfg),
         )
         self.token_type_embeddings = nn.Embed(
             cfg.type_vocab_size, cfg.hidden_size, embedding_init=_dense_init(cfg, (None, "embed"))
@@ -274,7 +310,7 @@ class FeedForward(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Post-LayerNorm transformer block, as in the paper."""
+    """Transformer block: post-LayerNorm as in the paper, or pre-LayerNorm (norm_position)."""
 
     config: BertConfig
 
@@ -295,13 +331,25 @@ class EncoderBlock(nn.Module):
             if attention_mask.shape[2] > 1:  # a mask per query (packed rows): keep those asked
                 attention_mask = jnp.take_along_axis(
                     attention_mask, output_positions[:, None, :, None], axis=2)
-        attended = SelfAttention(cfg, name="attention")(
-            x, attention_mask, deterministic, query_rows)
+        attention_norm = _layer_norm(cfg, "attention_norm")
+        output_norm = _layer_norm(cfg, "output_norm")
+        attention = SelfAttention(cfg, name="attention")
+        mlp = FeedForward(cfg, name="mlp")
+        if cfg.norm_position == "pre":
+            # LayerNorm is per row, so the asked rows of LN(x) are LN of the asked rows.
+            normed = attention_norm(x).astype(cfg.compute_dtype)
+            normed_rows = None if query_rows is None else _rows(normed, output_positions)
+            attended = attention(normed, attention_mask, deterministic, normed_rows)
+            x = x if query_rows is None else query_rows
+            x = x + dropout(attended, deterministic=deterministic).astype(x.dtype)
+            transformed = mlp(output_norm(x).astype(cfg.compute_dtype))
+            return (x + dropout(transformed, deterministic=deterministic)).astype(cfg.compute_dtype)
+        attended = attention(x, attention_mask, deterministic, query_rows)
         x = x if query_rows is None else query_rows
-        x = _layer_norm(cfg, "attention_norm")(x + dropout(attended, deterministic=deterministic))
+        x = attention_norm(x + dropout(attended, deterministic=deterministic))
         x = x.astype(cfg.compute_dtype)
-        transformed = FeedForward(cfg, name="mlp")(x)
-        x = _layer_norm(cfg, "output_norm")(x + dropout(transformed, deterministic=deterministic))
+        transformed = mlp(x)
+        x = output_norm(x + dropout(transformed, deterministic=deterministic))
         return x.astype(cfg.compute_dtype)
 
 
@@ -376,6 +424,8 @@ class BertModel(nn.Module):
             kernel_init=_dense_init(cfg, ("embed", "embed_out")),
             bias_init=_zeros(("embed_out",)),
         )
+        if cfg.norm_position == "pre":  # the blocks' residual sum, normalised once at the top
+            self.final_norm = _layer_norm(cfg, "final_norm")
         if cfg.top_bilstm:
             self.bilstm = BiLSTM(cfg)
 
@@ -426,11 +476,12 @@ class BertModel(nn.Module):
             hidden_states.append(x)
         if prune:  # [CLS] rows first, then the asked ones
             cls_rows = jnp.zeros_like(input_ids[:, :1]) if cls_positions is None else cls_positions
-            x = self.layers[-1](x, attention_mask, deterministic,
-                                jnp.concatenate([cls_rows, output_positions], axis=1))
+            x = self._top(self.layers[-1](x, attention_mask, deterministic,
+                                          jnp.concatenate([cls_rows, output_positions], axis=1)))
             cls, x = x[:, : cls_rows.shape[1]], x[:, cls_rows.shape[1]:]
         else:
-            x = self.layers[-1](x, attention_mask, deterministic)
+            # The top layer's output is what every head reads: normalised under pre-LN.
+            x = self._top(self.layers[-1](x, attention_mask, deterministic))
             hidden_states.append(x)
             if cfg.top_bilstm:
                 x = self.bilstm(x, input_mask)
@@ -441,6 +492,11 @@ class BertModel(nn.Module):
             cls = cls[:, 0]  # (B, H); else (B, K, H)
         pooled = jnp.tanh(self.pooler(cls))
         return EncoderOutput(x, pooled, tuple(hidden_states) if output_hidden_states else None)
+
+    def _top(self, x: Array) -> Array:
+        if self.config.norm_position == "pre":
+            return self.final_norm(x).astype(self.config.compute_dtype)
+        return x
 
     def word_embedding_table(self) -> Array:
         """(V, H) token embeddings; the MLM decoder is tied to them."""

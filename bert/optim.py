@@ -32,21 +32,39 @@ def effective_warmup(config: ConfigDict) -> int:
     return total
 
 
-def learning_rate_schedule(config: ConfigDict) -> optax.Schedule:
-    """Linear warmup to `learning_rate` over `warmup_steps`, then linear decay to 0.
+SCHEDULES = ("linear", "one_cycle", "cosine", "inverse_sqrt")
 
-    The decay ends at `schedule_steps`, or at `train_steps` when that is 0; a longer warmup is
+
+def learning_rate_schedule(config: ConfigDict) -> optax.Schedule:
+    """The learning rate at each step, by `config.lr_schedule` (default "linear"):
+
+    - linear: linear warmup from 0 to `learning_rate` over `warmup_steps`, then linear decay to 0
+      (the paper's); with warmup_steps half the schedule it is the triangular schedule.
+    - one_cycle: Smith's one-cycle: a cosine rise from learning_rate / 25 to the peak at
+      `warmup_steps`, then a cosine fall to learning_rate / 2.5e5 (optax.cosine_onecycle_schedule).
+    - cosine: linear warmup, then a half cosine down to 0.
+    - inverse_sqrt: linear warmup, then learning_rate · sqrt(warmup_steps / step) (no end).
+
+    Every decay ends at `schedule_steps`, or at `train_steps` when that is 0; a longer warmup is
     cut to the schedule (`effective_warmup`).
     """
     peak = float(config.learning_rate)
     warmup, total = effective_warmup(config), _schedule_length(config)
-    return optax.join_schedules(
-        [
-            optax.linear_schedule(0.0, peak, max(warmup, 1)),
-            optax.linear_schedule(peak, 0.0, max(total - warmup, 1)),
-        ],
-        boundaries=[warmup],
-    )
+    shape = config.get("lr_schedule", "linear")
+    if shape not in SCHEDULES:
+        raise ValueError(f"config.lr_schedule must be one of {', '.join(SCHEDULES)}, got {shape!r}")
+    if shape == "one_cycle":
+        return optax.cosine_onecycle_schedule(
+            max(total, 1), peak, pct_start=min(max(warmup, 1) / max(total, 1), 1.0))
+    ramp = optax.linear_schedule(0.0, peak, max(warmup, 1))
+    if shape == "cosine":
+        decay = optax.cosine_decay_schedule(peak, max(total - warmup, 1))
+    elif shape == "inverse_sqrt":
+        def decay(count: jax.Array) -> jax.Array:
+            return peak * jnp.sqrt(max(warmup, 1) / (count + max(warmup, 1)))
+    else:
+        decay = optax.linear_schedule(peak, 0.0, max(total - warmup, 1))
+    return optax.join_schedules([ramp, decay], boundaries=[warmup])
 
 
 def decay_mask(params: Any) -> Any:

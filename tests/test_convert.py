@@ -333,3 +333,15 @@ def test_bfloat16_safetensors_widen_exactly_without_torch(workspace, pretraining
     assert "converted bfloat16 tensors to float32" in report.summary()
     np.testing.assert_array_equal(params["nsp"]["kernel"],
                                   state["cls.seq_relationship.weight"].float().numpy().T)
+
+
+def test_pre_layer_norm_model_is_refused_by_to_hf_naming_the_key(workspace, sentencepiece):
+    """transformers' BertModel is post-LN: a pre-LN export would load and compute nonsense."""
+    config = BertConfig.from_preset("tiny", vocab_size=sentencepiece.vocab_size,
+                                    max_position_embeddings=64, norm_position="pre")
+    folder = str(workspace / "pre-ln-model")
+    checkpoint.write_model_description(folder, config, sentencepiece)
+    checkpoint.save_params(folder, _init(BertForPreTraining(config), seed=0))
+    with pytest.raises(ConversionError, match=r"config\.model\.norm_position='pre'"):
+        convert.export_hf(folder, str(workspace / "pre-ln-hf"))
+    assert not (workspace / "pre-ln-hf").exists()

@@ -1,0 +1,154 @@
+"""The small-budget recipe's knobs: pre-LayerNorm blocks and the learning-rate schedule shapes.
+
+Each is off by default (post-LN, linear), so the paper's configs are unchanged; each is checked
+against a hand computation.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bert import objectives, train
+from bert.config import model_config, pretraining_config
+from bert.model import BertConfig, BertForPreTraining, BertModel, init_params
+from bert.optim import learning_rate_schedule
+from tests.fakes import random_batch, tiny_config
+
+
+def _layer_norm(x, p, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _gelu(x):
+    from scipy.special import erf
+    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+
+def _pre_ln_encoder(params, config, input_ids, input_mask):
+    """x + attention(LN(x)), then x + mlp(LN(x)) per block, one LayerNorm on top, in numpy."""
+    p = jax.tree.map(np.asarray, params["bert"])
+    eps, d = config.layer_norm_eps, config.head_size
+    t = input_ids.shape[1]
+    emb = p["embeddings"]
+    x = (emb["word_embeddings"]["embedding"][input_ids] + emb["position_embeddings"]["embedding"][:t]
+         + emb["token_type_embeddings"]["embedding"][np.zeros_like(input_ids)])
+    x = _layer_norm(x, emb["layer_norm"], eps)
+    for i in range(config.num_layers):
+        layer = p[f"layer_{i}"]
+        h = _layer_norm(x, layer["attention_norm"], eps)
+        qkv = np.einsum("bth,hknd->btknd", h, layer["attention"]["qkv"]["kernel"]) + \
+            layer["attention"]["qkv"]["bias"]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        scores = np.einsum("btnd,bsnd->bnts", q, k) / math.sqrt(d)
+        scores = np.where(input_mask[:, None, None, :] > 0, scores, -1e30)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        context = np.einsum("bnts,bsnd->btnd", probs, v)
+        out = layer["attention"]["out"]
+        x = x + np.einsum("btnd,ndh->bth", context, out["kernel"]) + out["bias"]
+        h = _layer_norm(x, layer["output_norm"], eps)
+        mlp = layer["mlp"]
+        h = _gelu(h @ mlp["intermediate"]["kernel"] + mlp["intermediate"]["bias"])
+        x = x + h @ mlp["output"]["kernel"] + mlp["output"]["bias"]
+    return _layer_norm(x, p["final_norm"], eps)
+
+
+def test_pre_layer_norm_encoder_matches_a_hand_computation():
+    config = BertConfig.from_preset("tiny", vocab_size=50, max_position_embeddings=16,
+                                    norm_position="pre", num_heads=4)
+    model = BertForPreTraining(config)
+    params = init_params(model, jax.random.key(3))
+    # Non-trivial LayerNorm params, so a norm in the wrong place cannot pass.
+    params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(a.size), a.shape),
+                          params)
+    input_ids = np.asarray(jax.random.randint(jax.random.key(1), (2, 12), 0, 50))
+    input_mask = np.ones_like(input_ids)
+    input_mask[1, 9:] = 0
+    out = BertModel(config).apply({"params": params["bert"]}, jnp.asarray(input_ids),
+                                  jnp.zeros_like(input_ids), jnp.asarray(input_mask))
+    expected = _pre_ln_encoder(params, config, input_ids, input_mask)
+    real = input_mask.astype(bool)
+    np.testing.assert_allclose(np.asarray(out.sequence_output)[real], expected[real],
+                               rtol=2e-4, atol=2e-4)
+
+
+def test_post_layer_norm_is_the_default_and_has_no_final_norm():
+    assert pretraining_config().model.norm_position == "post"
+    params = init_params(BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=20)),
+                         jax.random.key(0))
+    assert "final_norm" not in params["bert"]
+    # A model folder written before the key existed reads as post-LN.
+    assert BertConfig.from_dict({"vocab_size": 20}).norm_position == "post"
+
+
+def test_pre_layer_norm_pruned_last_layer_has_the_full_layers_loss_and_gradients():
+    config = tiny_config(**{"model.norm_position": "pre"})
+    model = BertForPreTraining(model_config(config))
+    full = BertForPreTraining(model.config, prune_last_layer=False)
+    params = init_params(model, jax.random.key(0))
+    batch = random_batch(batch_size=4)
+    batch["input_mask"][1, -5:] = 0
+    ones = (jnp.float32(1.0), jnp.float32(1.0))
+    results = [jax.grad(train.make_loss_fn(train.PretrainingTask(m, 1.0)), has_aux=True)(
+        params, batch, None, ones) for m in (model, full)]
+    (pruned_grads, pruned_sums), (full_grads, full_sums) = results
+    for key in objectives.SUM_KEYS:
+        np.testing.assert_allclose(pruned_sums[key], full_sums[key], rtol=1e-5, err_msg=key)
+    for a, b in zip(jax.tree.leaves(pruned_grads), jax.tree.leaves(full_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_norm_position_names_the_key():
+    with pytest.raises(ValueError, match="config.model.norm_position"):
+        BertConfig(norm_position="sandwich")
+
+
+def _schedule(shape, **overrides):
+    return learning_rate_schedule(tiny_config(
+        learning_rate=1e-3, warmup_steps=10, train_steps=110, lr_schedule=shape, **overrides))
+
+
+def test_linear_schedule_is_the_default_and_the_papers():
+    assert pretraining_config().lr_schedule == "linear"
+    default = learning_rate_schedule(tiny_config(learning_rate=1e-3, warmup_steps=10, train_steps=110))
+    for step in (0, 5, 10, 60, 110):
+        assert float(default(step)) == float(_schedule("linear")(step))
+
+
+def test_cosine_schedule_warms_up_then_follows_half_a_cosine_to_zero():
+    s = _schedule("cosine")
+    assert float(s(5)) == pytest.approx(5e-4)
+    assert float(s(10)) == pytest.approx(1e-3)
+    for step in (35, 60, 85):
+        assert float(s(step)) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * (step - 10) / 100)),
+                                               rel=1e-5)
+    assert float(s(110)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_inverse_sqrt_schedule_decays_as_one_over_root_step():
+    s = _schedule("inverse_sqrt")
+    assert float(s(5)) == pytest.approx(5e-4)
+    for step in (10, 50, 1000):
+        assert float(s(step)) == pytest.approx(1e-3 * math.sqrt(10 / step), rel=1e-5)
+
+
+def test_one_cycle_schedule_rises_and_falls_by_cosines():
+    s = _schedule("one_cycle")
+    assert float(s(0)) == pytest.approx(1e-3 / 25)
+    assert float(s(10)) == pytest.approx(1e-3)
+    low = 1e-3 / 25
+    assert float(s(5)) == pytest.approx(low + (1e-3 - low) * 0.5, rel=1e-5)  # halfway up the cosine
+    end = 1e-3 / 25 / 1e4
+    assert float(s(60)) == pytest.approx(end + (1e-3 - end) * 0.5, rel=1e-4)  # halfway down
+    assert float(s(110)) == pytest.approx(end, rel=1e-3)
+
+
+def test_schedule_shape_is_validated_with_its_key():
+    from bert.config import validate
+    config = tiny_config(lr_schedule="triangle")
+    with pytest.raises(ValueError, match="config.lr_schedule"):
+        validate(config)
