@@ -48,6 +48,8 @@ def pretraining_config() -> ConfigDict:
     c.eval_batches = 0  # eval batches per evaluation; 0 = the whole eval split
     c.checkpoint_every = 10_000  # steps between checkpoints (and after the last step)
     c.keep_checkpoints = 3  # newest checkpoints kept on disk
+    c.overwrite = False  # True: move a work directory's earlier run aside (DIR.replaced-<time>)
+    #                      and start over; else a rerun must match its run.json (and resumes)
     c.on_nonfinite = "skip"  # non-finite loss or gradient: "skip" the update, or "stop" after saving
     c.host_allocator = "auto"  # "tuned", "system" or "auto" (BERT_JAX_ALLOCATOR, else tuned on CPU)
 
@@ -72,11 +74,11 @@ def pretraining_config() -> ConfigDict:
     c.model.attention_dropout_rate = 0.1  # 0 allows fused attention kernels during training
     c.model.dtype = "float32"  # compute dtype; params are always float32
     c.model.remat = "none"  # "none", "full" or "dots" rematerialisation per encoder block
-
-    # Data (see bert/data): text files -> tokenizer -> NSP pairs -> masking -> batches.
     c.model.norm_position = "post"  # "post" (the paper's) or "pre": LayerNorm before attention and
     #                                 MLP, one final LayerNorm; not exportable to transformers' BERT
     c.model.position_init = "normal"  # position table's start: "normal" (the paper's) or "sinusoidal"
+
+    # Data (see bert/data): text files -> tokenizer -> NSP pairs -> masking -> batches.
     c.data = ConfigDict()
     c.data.train_files = ""  # comma-separated files or globs; one document per file by default
     c.data.eval_files = ""  # held-out documents, same format
@@ -114,11 +116,11 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("learning_rate", "> 0", lambda v: v > 0),
     ("eval_batches", ">= 0 (0 = the whole eval split)", lambda v: v >= 0),
     ("optim.name", "'adamw' or 'lamb'", lambda v: v in ("adamw", "lamb")),
-    ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("optim.b2", "in [0, 1)", lambda v: 0 <= v < 1),
     ("lr_schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES),
     ("model.norm_position", "'post' or 'pre'", lambda v: v in ("post", "pre")),
     ("model.position_init", "'normal' or 'sinusoidal'", lambda v: v in ("normal", "sinusoidal")),
+    ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.b2", "in [0, 1)", lambda v: 0 <= v < 1),
     ("optim.eps", "> 0", lambda v: v > 0),
     ("optim.weight_decay", ">= 0", lambda v: v >= 0),
     ("optim.clip_norm", ">= 0 (0 = no clipping)", lambda v: v >= 0),
@@ -232,10 +234,10 @@ def model_config(config: ConfigDict) -> BertConfig:
         attention_dropout_rate=m.attention_dropout_rate,
         dtype=m.dtype,
         remat=m.remat,
-        causal=config.get("objective", "mlm") == "ltr",  # a next-token model sees only the past
-    )
         norm_position=m.norm_position,
         position_init=m.position_init,
+        causal=config.get("objective", "mlm") == "ltr",  # a next-token model sees only the past
+    )
     hidden = m.hidden_size or PRESETS[m.preset][1]
     overrides["intermediate_size"] = m.intermediate_size or 4 * hidden
     return BertConfig.from_preset(m.preset, **overrides)
@@ -323,6 +325,8 @@ def finetuning_config() -> ConfigDict:
     c.select_on_dev = False  # True: score the checkpoint best on dev instead of the final one
     c.checkpoint_every = 1000  # steps (and at the end of training)
     c.keep_checkpoints = 1  # newest checkpoints kept on disk
+    c.overwrite = False  # True: move a work directory's earlier run aside (DIR.replaced-<time>)
+    #                      and start over; else a rerun must match its run.json (and resumes)
     c.on_nonfinite = "skip"  # "skip" the update, or "stop" after saving
     c.host_allocator = "auto"  # as in pretraining (bert/allocator.py)
 
@@ -448,6 +452,9 @@ def validate_finetuning(config: ConfigDict) -> None:
     length_buckets(config)
     if config.select_on_dev:
         check(bool(config.eval_file), "select_on_dev", "needs config.eval_file to select on")
+    check(not config.eval_every or bool(config.eval_file), "eval_every",
+          f"{config.eval_every} evaluates on config.eval_file, which is empty: name the dev file "
+          "(or leave config.eval_every at 0)")
 
 
 def length_buckets(config: ConfigDict) -> tuple[int, ...]:

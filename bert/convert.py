@@ -61,7 +61,8 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from bert import checkpoint, files
-from bert.heads import TASK_FILE, TaskHead, check_task_params, read_task_head, save_task_head
+from bert.heads import (TASK_FILE, Pretrained, TaskHead, check_task_params, read_task_head,
+                        save_task_head)
 from bert.model import BertConfig, BertForPreTraining, init_params
 from bert.tokenizer import SentencePieceTokenizer, load_tokenizer
 
@@ -673,6 +674,13 @@ def import_hf(hf_dir: str, model_dir: str, *, seed: int = 0) -> ImportReport:
 
 
 def _import_hf(hf_dir: str, model_dir: str, *, seed: int) -> ImportReport:
+    model, report = _read_hf(hf_dir, seed=seed)
+    _write_model_folder(model_dir, model.config, model.tokenizer, model.params(), model.head)
+    return report
+
+
+def _read_hf(hf_dir: str, *, seed: int) -> tuple[Pretrained, ImportReport]:
+    """A local Hugging Face folder converted in memory: what from-hf writes, unwritten."""
     values, config_path = read_hf_config_values(hf_dir)
     config = config_from_hf(values, config_path)
     tokenizer = load_tokenizer(hf_dir)
@@ -686,8 +694,34 @@ def _import_hf(hf_dir: str, model_dir: str, *, seed: int) -> ImportReport:
     params, report = params_from_hf(tensors, config, jax.random.key(seed), source=hf_dir, head=head)
     if head is not None:
         report.notes += _head_notes(values, head, config_path)
-    _write_model_folder(model_dir, config, tokenizer, params, head)
-    return report
+    return Pretrained(hf_dir, config, head, tokenizer, params), report
+
+
+def open_pretrained(location: str, *, seed: int = 0) -> Pretrained:
+    """The model a fine-tuning run starts from: a model folder, a pretraining or fine-tuning
+    work directory, or a Hugging Face BERT folder, converted in memory exactly as from-hf
+    converts it (heads it lacks initialised from `seed`, as from-hf's default). Anything else
+    is an error saying which files were looked for."""
+    folder = files.path(location)
+    if (folder / checkpoint.CONFIG_FILE).exists():
+        if not ((folder / checkpoint.PARAMS_DIR).is_dir()
+                or (folder / checkpoint.CHECKPOINTS_DIR).is_dir()):
+            raise FileNotFoundError(f"{location} has {checkpoint.CONFIG_FILE} but no params: "
+                                    f"neither {checkpoint.PARAMS_DIR}/ nor "
+                                    f"{checkpoint.CHECKPOINTS_DIR}/")
+        return Pretrained.folder(location)
+    if (folder / HF_CONFIG_FILE).exists():
+        with files.local_copy(location) as local_hf_dir:
+            model, report = _read_hf(local_hf_dir, seed=seed)
+        logging.info("%s: a Hugging Face folder, converted in memory as from-hf does: %s",
+                     location, report.summary())
+        return dataclasses.replace(model, location=location)
+    kind = "a folder" if folder.is_dir() else "no folder" if not folder.exists() else "a file"
+    raise FileNotFoundError(
+        f"{location} is {kind}, neither a model folder or work directory ({checkpoint.CONFIG_FILE}, "
+        f"{checkpoint.TOKENIZER_DIR}/, {checkpoint.PARAMS_DIR}/ or {checkpoint.CHECKPOINTS_DIR}/) "
+        f"nor a Hugging Face BERT folder ({HF_CONFIG_FILE}, {SAFETENSORS_FILE} or {TORCH_FILE}, "
+        "vocab.txt)")
 
 
 def _head_notes(values: dict[str, Any], head: TaskHead, source: str) -> list[str]:
@@ -728,6 +762,11 @@ def export_hf(model_dir: str, hf_dir: str) -> None:
     if config.causal or config.top_bilstm:
         raise ConversionError(f"{model_dir}: transformers' BERT has no left-to-right attention "
                               "or top BiLSTM (bert_config.json: causal / top_bilstm)")
+    if config.norm_position != "post":
+        raise ConversionError(
+            f"{model_dir}: config.model.norm_position={config.norm_position!r} (bert_config.json: "
+            "norm_position) has no transformers BERT equivalent: BertModel normalises after each "
+            "residual sum (post-LN); pretrain with config.model.norm_position='post' to export")
     head = read_task_head(model_dir)
     tokenizer = checkpoint.load_tokenizer(model_dir)
     params = checkpoint.load_params(model_dir)
@@ -762,11 +801,6 @@ def model_at_step(workdir: str, step: int, model_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bert.convert", description=__doc__.split("\n\n")[0])
-    if config.norm_position != "post":
-        raise ConversionError(
-            f"{model_dir}: config.model.norm_position={config.norm_position!r} (bert_config.json: "
-            "norm_position) has no transformers BERT equivalent: BertModel normalises after each "
-            "residual sum (post-LN); pretrain with config.model.norm_position='post' to export")
     commands = parser.add_subparsers(dest="command", required=True)
     from_hf = commands.add_parser("from-hf", help="Hugging Face folder → model folder")
     from_hf.add_argument("--input", required=True, help="HF_DIR: config.json, weights, vocab.txt")

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import glob as glob_lib
+import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -112,6 +114,16 @@ def fingerprint(location: PathLike) -> tuple[str, int, int | str]:
         if info.get(key):
             return text, int(info["size"]), str(info[key])
     raise ValueError(f"{text}: the store reports no version of this object (keys {sorted(info)})")
+
+
+def sha256(location: PathLike) -> str:
+    """The hex SHA-256 of a file's bytes, read in 16 MB blocks (what a run's fingerprint
+    records of its data files: unlike a modification time it survives a copy)."""
+    digest = hashlib.sha256()
+    with open_binary(location) as f:
+        for block in iter(lambda: f.read(16 * 2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def size(location: PathLike) -> int:
@@ -278,3 +290,29 @@ def json_object(text: str, where: object, error: type[ValueError] = ValueError, 
     if not isinstance(value, dict):
         raise error(f"{where}{f':{line}' if line else ''}: expected a JSON object")
     return value
+
+
+def decode_error(where: object, data: bytes, error: UnicodeDecodeError, encoding: str) -> str:
+    """"FILE:LINE: not valid ENCODING (byte 0x.. at byte offset N of the file, column C of the
+    line)", for `error` raised decoding the whole of `data`, the bytes of the file `where`."""
+    start = error.start
+    line = data.count(b"\n", 0, start) + 1
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    return (f"{where}:{line}: not valid {encoding} (byte 0x{data[start]:02x} at byte offset "
+            f"{start} of the file, column {column} of the line)")
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, **dumps_options: Any) -> str:
+    """`json.dumps(value)` as strict JSON: NaN and infinities (which json writes as the bare
+    words NaN and Infinity, that JSON parsers other than Python's refuse) become null."""
+    return json.dumps(_strict(value), allow_nan=False, **dumps_options)

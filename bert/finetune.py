@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import statistics
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -31,14 +31,14 @@ from absl import app
 from etils import epath
 from ml_collections import ConfigDict
 
-from bert import checkpoint, cli, files, heads, trainer
+from bert import checkpoint, cli, convert, files, heads, trainer
 from bert.config import (finetuning_config, learning_rates, length_buckets, seeds,
                          validate_finetuning)
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter
 from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
-from bert.tasks import batches, registry
+from bert.tasks import TaskDataError, batches, registry
 
 RESULTS_FILE = "eval_results.json"
 BEST_DIR = "best"  # with select_on_dev: params of the checkpoint best on dev, and best.json
@@ -69,6 +69,79 @@ def predict(runner: Runner, params: Any, split: registry.Split, config: ConfigDi
     return batches.gather_predictions(collected, split.num_rows)
 
 
+FILE_KEYS = ("train_file", "eval_file", "eval_mismatched_file", "test_file",
+             "test_mismatched_file")
+# Keys that change neither the trajectory nor the results (how often to log and save, the
+# device layout, which accumulation equals the one big batch exactly), and those recorded as
+# what they name rather than as text: the data files (by content) and init_checkpoint.
+_NOT_FINGERPRINTED = ("log_every", "checkpoint_every", "keep_checkpoints", "host_allocator",
+                      "parallelism", "mesh", "grad_accum_steps", "on_nonfinite", "overwrite",
+                      "feature_cache_dir", "init_checkpoint", *FILE_KEYS)
+
+
+def _location(path: str) -> str:
+    """`path` as the fingerprint and the work-directory checks compare it: absolute, resolved."""
+    return path.rstrip("/") if files.is_remote(path) else os.path.realpath(path)
+
+
+def _fingerprint(config: ConfigDict, **facts: Any) -> dict[str, Any]:
+    """What defines a fine-tuning run (bert.trainer.claim_workdir compares it on a rerun)."""
+    return trainer.run_fingerprint(
+        config, ignored=_NOT_FINGERPRINTED, command="finetune",
+        init_checkpoint=_location(config.init_checkpoint),
+        **{key: trainer.file_identity(config[key]) for key in FILE_KEYS}, **facts)
+
+
+def _check_workdir(config: ConfigDict, workdir: str) -> None:
+    """Refuses a work directory that is the model folder training starts from (or inside what
+    makes it one), where task.json, bert_config.json and checkpoints would replace its own; and
+    config.overwrite on a work directory holding that folder, which would move it aside."""
+    init, work = _location(config.init_checkpoint), _location(workdir)
+    owned = [init, *(f"{init}/{name}" for name in (
+        checkpoint.PARAMS_DIR, checkpoint.TOKENIZER_DIR, checkpoint.CHECKPOINTS_DIR,
+        checkpoint.SET_ASIDE_DIR))]
+    if any(work == folder or work.startswith(folder + "/") for folder in owned):
+        raise ValueError(f"--workdir={workdir} is (inside) the model folder "
+                         f"config.init_checkpoint={config.init_checkpoint}: the run would write "
+                         "its task.json, bert_config.json and checkpoints over the model's; "
+                         "choose another --workdir")
+    if config.overwrite and init.startswith(work + "/"):
+        raise ValueError(f"config.overwrite would move config.init_checkpoint="
+                         f"{config.init_checkpoint}, inside --workdir={workdir}, aside with the "
+                         "old run; choose another --workdir")
+
+
+def _check_model_fits(config: ConfigDict, pretrained: heads.Pretrained) -> None:
+    """Rows the model can read: positions within its table, token ids within its embedding
+    (beyond either, every step is NaN)."""
+    model, where = pretrained.config, f"{pretrained.location} ({checkpoint.CONFIG_FILE})"
+    if config.max_seq_len > model.max_position_embeddings:
+        raise ValueError(f"config.max_seq_len={config.max_seq_len} does not fit the position "
+                         f"table of config.init_checkpoint: max_position_embeddings="
+                         f"{model.max_position_embeddings} in {where}; set config.max_seq_len "
+                         f"<= {model.max_position_embeddings}")
+    vocab_size = pretrained.tokenizer.vocab_size
+    if vocab_size > model.vocab_size:
+        raise ValueError(f"config.init_checkpoint={pretrained.location}: its tokenizer has "
+                         f"{vocab_size} tokens but the embedding table {model.vocab_size} rows "
+                         f"(vocab_size in {where}); the tokenizer is not the model's")
+
+
+def _check_usable(split: registry.Split) -> None:
+    """A split with no examples, or one most of whose records were skipped, stops the run
+    before training, naming the file, the counts and why they were skipped."""
+    key = f"config.{split.name}_file"
+    total = len(split.examples) + split.skipped
+    why = f": {split.skipped.reason}" if split.skipped else ""
+    if not split.examples:
+        found = (f"all {total} records were skipped{why}" if split.skipped
+                 else "the file is empty or has only a header")
+        raise TaskDataError(f"{split.path} ({key}): no usable examples: {found}")
+    if 2 * split.skipped > total:
+        raise TaskDataError(f"{split.path} ({key}): {split.skipped} of {total} records were "
+                            f"skipped{why}")
+
+
 def _splits(config: ConfigDict) -> list[tuple[str, str]]:
     """(name, file) of the evaluation and prediction splits this run has."""
     named = (("eval", config.eval_file), ("eval_mismatched", config.eval_mismatched_file),
@@ -76,17 +149,24 @@ def _splits(config: ConfigDict) -> list[tuple[str, str]]:
     return [(name, path) for name, path in named if path]
 
 
-def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
-    """One fine-tuning run; returns what it writes to eval_results.json ({} if stopped early)."""
-    files.path(workdir).mkdir(parents=True, exist_ok=True)
+def finetune_one(config: ConfigDict, workdir: str, *,
+                 on_checked: Callable[[], None] | None = None) -> dict[str, Any]:
+    """One fine-tuning run; returns what it writes to eval_results.json ({} if stopped early).
+
+    Every input is read and checked (each file, the model against max_seq_len and the
+    tokenizer, the work directory against the run it may hold) and the checkpoint restored
+    before anything is written; then `on_checked()`, if given.
+    """
+    _check_workdir(config, workdir)
     source = config.init_checkpoint
-    tokenizer = checkpoint.load_tokenizer(source)
-    saved_config = checkpoint.read_model_config(source)
+    pretrained = convert.open_pretrained(source)
+    tokenizer = pretrained.tokenizer
+    _check_model_fits(config, pretrained)
     bert_config = dataclasses.replace(
-        saved_config, dropout_rate=float(config.dropout_rate),
+        pretrained.config, dropout_rate=float(config.dropout_rate),
         attention_dropout_rate=float(config.dropout_rate), dtype=config.dtype,
-        top_bilstm=saved_config.top_bilstm or bool(config.top_bilstm))
-    family = registry.family(config, tokenizer)
+        top_bilstm=pretrained.config.top_bilstm or bool(config.top_bilstm))
+    family = registry.family(config, tokenizer, pretrained)
     family.set_labels(config.train_file)
     train_split = family.load("train", config.train_file)
     splits = [family.load(name, path) for name, path in _splits(config)]
@@ -95,6 +175,7 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
         logging.info("%s: %d examples, %d rows (%s)%s", split.name, len(split.examples),
                      split.num_rows, split.path,
                      f", {split.skipped} skipped as the original recipe does" if split.skipped else "")
+        _check_usable(split)
 
     plan = batches.TrainPlan(num_rows=train_split.num_rows,
                              batch_size=int(config.batch_size),
@@ -109,11 +190,12 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     optimizer = optimizer_config(config, plan.steps)
     runner = build_runner(config, task, make_optimizer(optimizer))
     head = family.task_head(model)
-    if jax.process_index() == 0 and head is not None:
-        checkpoint.write_model_description(workdir, bert_config, tokenizer)
-        heads.save_task_head(workdir, head)
-    trainer.save_experiment_config(config, workdir)
+    fingerprint = _fingerprint(config, task=config.task, head=head.kind if head else None,
+                               labels=list(family.labels))
+    trainer.claim_workdir(workdir, fingerprint, overwrite=config.overwrite,
+                          keep=(FEATURE_CACHE_DIR,))
 
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
     manager = checkpoint.CheckpointManager(workdir, keep=config.keep_checkpoints)
     init_rng = jax.random.split(jax.random.key(config.seed))[0]
 
@@ -121,11 +203,21 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
         if config.random_init:
             logging.info("random_init: fresh weights in the architecture of %s", source)
             return runner.init_state(init_rng)
-        params, origin = family.initial_params(source, model, init_rng)
+        params, origin = family.initial_params(pretrained, model, init_rng)
         logging.info("%s", origin)
         return runner.init_state(init_rng, params)
 
-    state, start_step, meta = trainer.restore_or_init(runner, manager, init)
+    try:
+        state, start_step, meta = trainer.restore_or_init(runner, manager, init)
+    except BaseException:
+        manager.close()
+        raise
+    if on_checked is not None:
+        on_checked()
+    if jax.process_index() == 0 and head is not None:
+        checkpoint.write_model_description(workdir, bert_config, tokenizer)
+        heads.save_task_head(workdir, head)
+    trainer.record_run(config, workdir, fingerprint)
     best = _Best(files.path(workdir) / BEST_DIR, family.selection_metric, config.select_on_dev)
     last: dict[str, Any] = {}
 
@@ -186,7 +278,8 @@ def finetune_one(config: ConfigDict, workdir: str) -> dict[str, Any]:
     results["prediction_files"] = {k: [os.path.basename(p) for p in v]
                                    for k, v in outputs.items()}
     if jax.process_index() == 0:
-        write_atomically(files.path(workdir) / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        write_atomically(files.path(workdir) / RESULTS_FILE,
+                         files.strict_json(results, indent=2) + "\n")
     logging.info("%s: %s", scored, trainer.format_metrics(
         {k: v for k, v in results.items() if isinstance(v, float)}))
     return results
@@ -206,12 +299,12 @@ class _Best:
             self.step, self.value = int(saved["step"]), float(saved["value"])
 
     def offer(self, step: int, metrics: Mapping[str, float], params: Any) -> None:
-        if not self.enabled or metrics.get(self.metric, -np.inf) <= self.value:
+        if not self.enabled or not metrics.get(self.metric, -np.inf) > self.value:  # NaN: not
             return
         self.step, self.value = step, float(metrics[self.metric])
         checkpoint.save_params(self.directory, params)
         if jax.process_index() == 0:
-            write_atomically(self.directory / "best.json", json.dumps(
+            write_atomically(self.directory / "best.json", files.strict_json(
                 {"step": step, "metric": self.metric, "value": self.value}))
 
     def params(self) -> Any:
@@ -234,18 +327,30 @@ def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
         single = config.copy_and_resolve_references()
         single.learning_rate, single.seed = runs[0]
         return finetune_one(single, workdir)
+    # The grid's own fingerprint guards the finished runs, which are not redone (so not
+    # checked again); it is recorded once the first run to start has checked its inputs.
+    _check_workdir(config, workdir)
+    fingerprint = _fingerprint(config)
+    trainer.claim_workdir(workdir, fingerprint, overwrite=config.overwrite,
+                          keep=(FEATURE_CACHE_DIR,))
+
+    def record() -> None:
+        if not (files.path(workdir) / trainer.RUN_FILE).exists():
+            trainer.record_run(config, workdir, fingerprint)
+
     summaries = []
     for learning_rate, seed in runs:
         run_dir = str(files.path(workdir) / "runs" / _run_name(learning_rate, seed))
         run_config = config.copy_and_resolve_references()
         run_config.learning_rate, run_config.seed = learning_rate, seed
         run_config.lr_grid, run_config.seeds = "", ""
+        run_config.overwrite = False  # the grid's work directory was moved aside whole
         done = files.path(run_dir) / RESULTS_FILE
         if done.exists():
             result = json.loads(done.read_text())
             logging.info("%s: finished earlier, not redone", run_dir)
         else:
-            result = finetune_one(run_config, run_dir)
+            result = finetune_one(run_config, run_dir, on_checked=record)
             if not result:
                 return {}  # stopped by a signal: rerun to resume
         summaries.append(dict(learning_rate=learning_rate, seed=seed, workdir=run_dir,
@@ -266,7 +371,8 @@ def _summarize(config: ConfigDict, workdir: str, runs: list[dict[str, Any]],
     if jax.process_index() == 0:
         for file in (name for names in selected["prediction_files"].values() for name in names):
             files.copy_file(files.path(selected["workdir"]) / file, files.path(workdir) / file)
-        write_atomically(files.path(workdir) / RESULTS_FILE, json.dumps(summary, indent=2) + "\n")
+        write_atomically(files.path(workdir) / RESULTS_FILE,
+                         files.strict_json(summary, indent=2) + "\n")
     logging.info("%d runs; selected %s on dev %s; mean %s", len(runs),
                  files.path(selected["workdir"]).name, metric, trainer.format_metrics(mean))
     return summary

@@ -293,26 +293,55 @@ def _same_head(saved: TaskHead | None, model: nn.Module, labels: Sequence[str] |
     return not counted or len(saved.labels) == model.num_labels
 
 
-def init_finetune_params(checkpoint_dir: str, model: nn.Module, rng: jax.Array, *,
+@dataclasses.dataclass
+class Pretrained:
+    """What fine-tuning starts from: a model's architecture, task head (None: a pretrained
+    encoder), tokenizer and params. `folder` reads a model folder or work directory (tokenizer
+    and params when first asked for); bert.convert builds one from a Hugging Face folder."""
+
+    location: str
+    config: BertConfig
+    head: TaskHead | None
+    _tokenizer: Any = None
+    _params: Params | None = None
+
+    @classmethod
+    def folder(cls, location: str) -> "Pretrained":
+        return cls(location, checkpoint.read_model_config(location), read_task_head(location))
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = checkpoint.load_tokenizer(self.location)
+        return self._tokenizer
+
+    def params(self) -> Params:
+        """The whole model's params (read again from a folder on each call: nothing is held)."""
+        return self._params if self._params is not None else checkpoint.load_params(self.location)
+
+
+def init_finetune_params(source: "str | Pretrained", model: nn.Module, rng: jax.Array, *,
                          labels: Sequence[str] | None = None) -> tuple[Params, InitReport]:
     """Params for `model` (any module whose encoder is named `bert`) started from a checkpoint.
 
-    `checkpoint_dir` is a model folder or a work directory (its latest step). The encoder is
-    restored; a task head only when the folder's task.json has the model's kind and, if given,
-    these `labels` in this order (a head trained for other labels would silently mean other
-    things), else it is initialised afresh. `model.config` must have the checkpoint's
+    `source` is a model folder or a work directory (its latest step), or a `Pretrained`. The
+    encoder is restored; a task head only when the folder's task.json has the model's kind and,
+    if given, these `labels` in this order (a head trained for other labels would silently mean
+    other things), else it is initialised afresh. `model.config` must have the checkpoint's
     architecture; a different size is an error naming the field, never a re-initialisation.
     """
-    saved_config = checkpoint.read_model_config(checkpoint_dir)
+    pretrained = Pretrained.folder(source) if isinstance(source, str) else source
+    checkpoint_dir = pretrained.location
+    saved_config = pretrained.config
     task_config: BertConfig = model.config
     different = [f"{f}: checkpoint {getattr(saved_config, f)}, model {getattr(task_config, f)}"
                  for f in _SHAPE_FIELDS if getattr(saved_config, f) != getattr(task_config, f)]
     if different:
         raise ValueError(f"{checkpoint_dir}/{checkpoint.CONFIG_FILE} does not match the task "
                          f"model's config: {'; '.join(different)}")
-    saved = _flatten(checkpoint.load_params(checkpoint_dir))
+    saved = _flatten(pretrained.params())
     shapes = _param_shapes(model)
-    same_head = _same_head(read_task_head(checkpoint_dir), model, labels)
+    same_head = _same_head(pretrained.head, model, labels)
     wanted = [n for n in shapes if n in saved and (n.startswith("bert/") or same_head)]
     misshaped = [f"{n} {np.shape(saved[n])} vs {shapes[n]}" for n in wanted
                  if np.shape(saved[n]) != shapes[n]]

@@ -46,7 +46,7 @@ class MetricsWriter:
         if not self._enabled:
             return
         record = {"step": int(step), **{prefix + k: _plain(v) for k, v in values.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.write(files.strict_json(record) + "\n")  # NaN: null
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 self._tensorboard.add_scalar(key, value, int(step))

@@ -28,6 +28,26 @@ from bert.optim import learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
 from bert.train import LeftToRightTask, PretrainingTask
 
+DATA_DIR = "data"  # the default config.data.cache_dir, content-keyed: kept by config.overwrite
+# Keys a rerun in the same work directory may change: how often to log, evaluate and save,
+# the layout and memory knobs, the data pipeline's workers and caches, and the run's length
+# and sequence shape (phase 2 continues phase 1 at 512 tokens; the learning-rate horizon,
+# which train_steps sets when schedule_steps is 0, is fingerprinted instead).
+_NOT_FINGERPRINTED = ("log_every", "eval_every", "eval_batches", "checkpoint_every",
+                      "keep_checkpoints", "host_allocator", "parallelism", "mesh",
+                      "grad_accum_steps", "on_nonfinite", "overwrite", "model.remat",
+                      "train_steps", "max_seq_len", "max_predictions_per_seq", "data.eval_files",
+                      "data.eval_dupe_factor", "data.num_workers", "data.prep_workers",
+                      "data.part_mb", "data.cache_dir", "data.local_cache_dir")
+
+
+def run_fingerprint(config: ConfigDict) -> dict[str, Any]:
+    """What defines a pretraining run (bert.trainer.claim_workdir compares it on a rerun)."""
+    return trainer.run_fingerprint(
+        config, ignored=_NOT_FINGERPRINTED, command="pretrain",
+        lr_horizon_steps=int(config.schedule_steps or config.train_steps))
+
+
 def evaluate(runner: Runner, params: Any, batches: Iterable[dict[str, np.ndarray]]
              ) -> dict[str, float]:
     """The objective's loss and accuracy (MLM/NSP, or LTR) over `batches`, deterministic."""
@@ -48,6 +68,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     signal stopped the run early).
     """
     validate(config)
+    fingerprint = run_fingerprint(config)
+    trainer.claim_workdir(workdir, fingerprint, overwrite=config.overwrite, keep=(DATA_DIR,))
     files.path(workdir).mkdir(parents=True, exist_ok=True)
     bert_config = model_config(config)
     # Before anything starts JAX's runtime: data preparation forks its workers until then.
@@ -57,10 +79,6 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
             f"config.model.vocab_size={bert_config.vocab_size} is smaller than the tokenizer's "
             f"vocabulary ({tokenizer.vocab_size})"
         )
-    if jax.process_index() == 0:
-        checkpoint.write_model_description(workdir, bert_config, tokenizer)
-    trainer.save_experiment_config(config, workdir)
-
     model = BertForPreTraining(bert_config)
     task = (LeftToRightTask(model) if config.objective == "ltr"
             else PretrainingTask(model, config.data.nsp_weight))
@@ -69,8 +87,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
     manager = checkpoint.CheckpointManager(workdir, keep=config.keep_checkpoints)
     init_rng = jax.random.split(jax.random.key(config.seed))[0]
-    state, start_step, meta = trainer.restore_or_init(runner, manager,
-                                                      lambda: runner.init_state(init_rng))
+    try:
+        state, start_step, meta = trainer.restore_or_init(runner, manager,
+                                                          lambda: runner.init_state(init_rng))
+    except BaseException:
+        manager.close()
+        raise
+    if jax.process_index() == 0:
+        checkpoint.write_model_description(workdir, bert_config, tokenizer)
+    trainer.record_run(config, workdir, fingerprint)
 
     eval_batches = []
     if prepared.eval is not None:  # no config.data.eval_files: train without evaluation

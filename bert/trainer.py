@@ -13,6 +13,8 @@ stops; a second signal stops at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import logging
 import os
 import signal
@@ -24,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm import tqdm
@@ -34,6 +37,8 @@ from bert.metrics import MetricsWriter
 from bert.partitioning import DevicePrefetcher, Runner
 
 EXPERIMENT_CONFIG_FILE = "experiment_config.json"
+RUN_FILE = "run.json"  # what defines the run in a work directory; a rerun must match it
+REPLACED_SUFFIX = ".replaced-"  # DIR.replaced-<time>: a run moved aside by config.overwrite
 
 Evaluate = Callable[[Any, int], dict[str, float]]  # (params, step) -> metrics
 
@@ -50,6 +55,127 @@ def save_experiment_config(config: ConfigDict, workdir: str) -> None:
     if jax.process_index() == 0:
         write_atomically(files.path(workdir) / EXPERIMENT_CONFIG_FILE,
                          config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------------ the run a work directory holds
+
+
+def file_identity(location: str | None) -> dict[str, Any] | None:
+    """A data file as a run fingerprint records it: its path, size and SHA-256 (compared by
+    content, so a moved or copied file is the same file); None for no file."""
+    if not location:
+        return None
+    _, size, version = files.fingerprint(location)
+    return {"path": str(location), "bytes": size, "sha256": _sha256(str(location), size, version)}
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(location: str, size: int, version: int | str) -> str:
+    """Once per file version (`files.fingerprint`): each run of a grid fingerprints the files."""
+    return files.sha256(location)
+
+
+def run_fingerprint(config: ConfigDict | Mapping[str, Any], *, ignored: Iterable[str],
+                    **facts: Any) -> dict[str, Any]:
+    """{name: value} of what defines a run: every key of `config` as "config.KEY" except those
+    `ignored` (keys, or sections: "mesh" leaves out mesh.data too), and `facts` (the command,
+    the task, the head, data files as `file_identity` gives them)."""
+    ignored = tuple(ignored)
+    flat = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
+    entries: dict[str, Any] = {}
+
+    def walk(values: Mapping[str, Any], prefix: str) -> None:
+        for key, value in values.items():
+            name = prefix + key
+            if name in ignored or any(name.startswith(i + ".") for i in ignored):
+                continue
+            if isinstance(value, Mapping):
+                walk(value, name + ".")
+            else:
+                entries["config." + name] = list(value) if isinstance(value, tuple) else value
+
+    walk(flat, "")
+    return {**facts, **entries}
+
+
+def _same(saved: Any, current: Any) -> bool:
+    if isinstance(saved, dict) and isinstance(current, dict) and "sha256" in current:
+        return (saved.get("sha256"), saved.get("bytes")) == (current["sha256"], current["bytes"])
+    return json.loads(files.strict_json(saved)) == json.loads(files.strict_json(current))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value['path']} ({value['bytes']} bytes, sha256 {value['sha256'][:12]})"
+    return "none" if value is None else repr(value)
+
+
+def _saved_fingerprint(workdir: epath.Path) -> tuple[dict[str, Any] | None, str]:
+    """The fingerprint the work directory holds and the file it came from: run.json, or the
+    config keys of a run's experiment_config.json written before work directories had one."""
+    for name in (RUN_FILE, EXPERIMENT_CONFIG_FILE):
+        path = workdir / name
+        if path.exists():
+            saved = files.json_object(path.read_text(), path)
+            if name == EXPERIMENT_CONFIG_FILE:
+                saved = run_fingerprint(saved, ignored=())
+            return saved, str(path)
+    return None, ""
+
+
+def claim_workdir(workdir: str, fingerprint: Mapping[str, Any], *, overwrite: bool,
+                  keep: Iterable[str] = ()) -> None:
+    """Before anything is written into `workdir`: refuse it if it holds another run, with one
+    line naming each differing key and both values. The same run (every key both have equal)
+    goes on, and resumes. With `overwrite`, whatever run it holds is moved aside, never
+    deleted, to the sibling DIR.replaced-<time>, except the cache folders `keep` (content-
+    keyed, e.g. prepared data)."""
+    directory = files.path(workdir)
+    if not directory.is_dir():
+        return
+    saved, source = _saved_fingerprint(directory)
+    contents = [child for child in directory.iterdir() if child.name not in set(keep)]
+    if overwrite:
+        if contents:
+            _move_aside(directory, contents)
+        return
+    if saved is None:
+        return
+    differing = [key for key in fingerprint if key in saved
+                 and not _same(saved[key], fingerprint[key])]
+    if not differing:
+        return
+    shown = "; ".join(f"{key}: {_shown(saved[key])} there, {_shown(fingerprint[key])} now"
+                      for key in differing[:8])
+    more = f"; and {len(differing) - 8} more" if len(differing) > 8 else ""
+    raise ValueError(f"{workdir} holds another run ({source}): {shown}{more}. Rerun with "
+                     "--config.overwrite=true to move it aside and start over, or choose "
+                     "another --workdir")
+
+
+def _move_aside(directory: epath.Path, contents: list[epath.Path]) -> None:
+    if jax.process_index() == 0:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = directory.parent / f"{directory.name}{REPLACED_SUFFIX}{stamp}"
+        serial = 1
+        while target.exists():
+            serial += 1
+            target = directory.parent / f"{directory.name}{REPLACED_SUFFIX}{stamp}-{serial}"
+        target.mkdir(parents=True)
+        for child in contents:
+            child.rename(target / child.name)
+        logging.warning("config.overwrite: moved the run in %s to %s; starting over",
+                        directory, target)
+    multihost_utils.sync_global_devices("bert.trainer.move_aside")
+
+
+def record_run(config: ConfigDict, workdir: str, fingerprint: Mapping[str, Any]) -> None:
+    """run.json (the fingerprint) and experiment_config.json (the whole config): written once
+    the run's inputs are checked and its checkpoint, if any, restored."""
+    if jax.process_index() == 0:
+        write_atomically(files.path(workdir) / RUN_FILE,
+                         files.strict_json(dict(fingerprint), indent=2, sort_keys=True) + "\n")
+    save_experiment_config(config, workdir)
 
 
 @jax.jit

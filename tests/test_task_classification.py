@@ -146,7 +146,7 @@ def test_latin1_csv_with_quoted_commas_and_doubled_quotes():
         cls.Example("r3", "naïve and over-long", None, "neg"),
     ]
     assert cls.infer_labels(examples) == ("neg", "pos")
-    with pytest.raises(TaskDataError, match=r"reviews_latin1.csv: not utf-8 text .*encoding"):
+    with pytest.raises(TaskDataError, match=r"reviews_latin1.csv:2: not valid utf-8 \(byte 0xe9 at byte offset \d+ of the file, column \d+ .*encoding"):
         cls.read_table(TABLES / "reviews_latin1.csv", text="review", label="label")
 
 

@@ -161,11 +161,8 @@ def read_text(path: Path | epath.Path) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        line_start = data.rfind(b"\n", 0, err.start) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at byte "
-                        f"offset {err.start} of the file, column {err.start - line_start + 1} of "
-                        f"the line); re-encode the file as UTF-8") from None
+        raise DataError(f"{files.decode_error(path, data, err, 'UTF-8')}; re-encode the file as "
+                        "UTF-8") from None
     return text.removeprefix("\ufeff")
 
 

@@ -14,8 +14,10 @@ dataset; loss sums are JAX, weighted by the batcher's `example_weights`.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -24,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert import files
 from bert.files import json_object, write_atomically
 from bert.objectives import cross_entropy
-from bert.tasks import TaskDataError
+from bert.tasks import SkipCount, TaskDataError
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -179,26 +182,38 @@ def _check_label(value: str, labels: Sequence[str], regression: bool, where: str
     """Raises naming `where` (file:line: field) unless `value` is a label (or a number)."""
     if regression:
         try:
-            float(value)
+            finite = math.isfinite(float(value))
         except ValueError:
             raise TaskDataError(f"{where} is {value!r}, not a number") from None
+        if not finite:
+            raise TaskDataError(f"{where} is {value!r}, not a finite number")
     elif value not in labels:
         raise TaskDataError(f"{where} is {value!r}, not one of the labels {list(labels)}")
 
 
 def text_lines(path: str | Path, encoding: str) -> Iterator[str]:
-    """Lines of a text file, with a missing file or a wrong encoding said as TaskDataError."""
+    """Lines of a text file, with a missing file or a wrong encoding said as TaskDataError
+    (file, line and byte offset). A UTF-8 byte-order mark, which spreadsheet programs and
+    Windows editors write, is dropped; lines keep their ends (CRLF too: csv and str.split
+    take both)."""
     if not Path(path).is_file():
         raise TaskDataError(f"{path}: no such file")
-    with open(path, encoding=encoding, newline="") as f:
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    with open(path, encoding=codec, newline="") as f:
         try:
             yield from f
-        except UnicodeDecodeError as err:
-            raise TaskDataError(f"{path}: not {encoding} text (byte {err.start}: {err.reason}); "
-                                "set the file's encoding") from None
+        except UnicodeDecodeError:
+            data = Path(path).read_bytes()
+            try:
+                data.decode(codec)
+            except UnicodeDecodeError as err:
+                raise TaskDataError(f"{files.decode_error(path, data, err, encoding)}: "
+                                    f"{err.reason}; set the file's encoding") from None
+            raise
 
 
-def read_glue(path: str | Path, task: str | TaskSpec, split: str) -> tuple[list[Example], int]:
+def read_glue(path: str | Path, task: str | TaskSpec, split: str
+              ) -> tuple[list[Example], SkipCount]:
     """Examples of one GLUE TSV file, and how many rows were too short and skipped.
 
     `split` is "train", "dev" or "test" (MNLI's matched and mismatched files share one layout;
@@ -214,6 +229,8 @@ def read_glue(path: str | Path, task: str | TaskSpec, split: str) -> tuple[list[
         if row_number < 0:
             continue
         if len(row) < layout.min_columns:
+            if not skipped:
+                first_short = (rows.line_num, len(row))
             skipped += 1
             continue
         label = None
@@ -228,7 +245,13 @@ def read_glue(path: str | Path, task: str | TaskSpec, split: str) -> tuple[list[
             text_b=row[layout.text_b] if layout.text_b is not None else None,
             label=label,
         ))
-    return examples, skipped
+    if not skipped:
+        return examples, SkipCount()
+    line, fields = first_short
+    return examples, SkipCount(skipped, (
+        f"rows with fewer than the {layout.min_columns} tab-separated fields of the {spec.name} "
+        f"{split} layout (first: {path}:{line}, {fields} field{'s' * (fields != 1)}); is this "
+        f"the {spec.name} {split} file?"))
 
 
 ColumnKey = str | int

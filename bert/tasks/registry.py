@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
-from bert import checkpoint, heads, train
+from bert import heads, train
 from bert.model import BertConfig
-from bert.tasks import classification, feature_probe, multiple_choice, squad, tagging
+from bert.tasks import (SkipCount, TaskDataError, classification, feature_probe,
+                        multiple_choice, squad, tagging)
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -133,7 +134,7 @@ class Split:
     examples: Sequence[Any]
     features: dict[str, np.ndarray]
     extra: Any = None  # e.g. SQuAD windows, tagging word maps
-    skipped: int = 0  # records the official recipe skips (counted, reported)
+    skipped: SkipCount = SkipCount()  # records the official recipe skips (counted, reported)
 
     @property
     def num_rows(self) -> int:
@@ -143,9 +144,12 @@ class Split:
 class Family:
     """What bert.finetune needs from a task family."""
 
-    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        """`pretrained`: the model config.init_checkpoint names, when the caller has it open."""
         self.config = config
         self.tokenizer = tokenizer
+        self.pretrained = pretrained
 
     @property
     def selection_metric(self) -> str:
@@ -168,12 +172,14 @@ class Family:
         """The trainer's view of `model`: a bert.heads model's objective by default."""
         return head_task(model)
 
-    def initial_params(self, source: str, model: nn.Module, rng: Array) -> tuple[Any, str]:
+    def initial_params(self, source: str | heads.Pretrained, model: nn.Module, rng: Array
+                       ) -> tuple[Any, str]:
         """The params training starts from, and a line saying where they came from; None
         params: fresh ones from the runner. By default the checkpoint's encoder (and head, if
         it is this task's) with new heads, as the paper fine-tunes."""
         params, report = heads.init_finetune_params(source, model, rng, labels=self.labels or None)
-        return params, f"init from {source}: {report.summary()}"
+        location = source if isinstance(source, str) else source.location
+        return params, f"init from {location}: {report.summary()}"
 
     def task_head(self, model: nn.Module) -> heads.TaskHead | None:
         """The head the work directory says it holds (task.json beside bert_config.json); None:
@@ -196,8 +202,9 @@ class Family:
 class Classification(Family):
     """GLUE tasks by name, and `classify` (any CSV/TSV/JSONL, columns from config.reader)."""
 
-    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
-        super().__init__(config, tokenizer)
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer, pretrained)
         if config.task == "classify":
             reader = config.reader
             labels = tuple(x for x in reader.labels.split(",") if x) if reader.labels else ()
@@ -217,7 +224,15 @@ class Classification(Family):
     def set_labels(self, train_path: str) -> None:
         if self.spec is None:  # classify without config.reader.labels: sorted from train
             examples = self._read(train_path, "train", labels=None)
-            self.spec = classification.table_task(classification.infer_labels(examples))
+            labels = classification.infer_labels(examples)
+            if len(labels) < 2:
+                column = self.config.reader.label_column
+                raise TaskDataError(
+                    f"{train_path}: " + (f"the label column {column!r} holds only {list(labels)}; "
+                                         "a classifier needs at least 2 labels (or set "
+                                         "config.reader.regression)" if examples else
+                                         "no examples (the file is empty or has only a header)"))
+            self.spec = classification.table_task(labels)
 
     def _read(self, path: str, split: str, labels: Sequence[str] | None) -> list[Any]:
         if self.config.task != "classify":
@@ -276,8 +291,9 @@ class Tagging(Family):
 
     selection_metric = "f1"
 
-    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
-        super().__init__(config, tokenizer)
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer, pretrained)
         self._labels: tuple[str, ...] = tuple(x for x in config.labels.split(",") if x)
 
     @property
@@ -286,8 +302,14 @@ class Tagging(Family):
 
     def set_labels(self, train_path: str) -> None:
         if not self._labels:
-            self._labels = tagging.tag_labels(tagging.read_conll(
-                train_path, encoding=self.config.reader.encoding))
+            sentences = tagging.read_conll(train_path, encoding=self.config.reader.encoding)
+            if not sentences:
+                raise TaskDataError(f"{train_path}: no sentences (the file is empty or holds "
+                                    "only -DOCSTART- lines)")
+            self._labels = tagging.tag_labels(sentences)
+            if len(self._labels) < 2:
+                raise TaskDataError(f"{train_path}: every tag is O; name the entity tags with "
+                                    "config.labels, or train on a file that has some")
 
     def load(self, name: str, path: str) -> Split:
         sentences = tagging.read_conll(path, labels=self._labels,
@@ -325,20 +347,20 @@ class FeatureProbe(Tagging):
     length buckets of bert/tasks/batches cut it as they cut a token axis.
     """
 
-    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
-        super().__init__(config, tokenizer)
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer,
+                         pretrained or heads.Pretrained.folder(config.init_checkpoint))
         if not config.feature_cache_dir:
             raise ValueError("config.feature_cache_dir is empty (bert.finetune sets it to "
                              "DIR/feature_cache)")
-        source = config.init_checkpoint
-        self.encoder_config = dataclasses.replace(checkpoint.read_model_config(source),
-                                                  dtype=config.dtype)
+        self.encoder_config = dataclasses.replace(self.pretrained.config, dtype=config.dtype)
         self.strategy = feature_probe.strategy(config.feature_strategy,
                                                self.encoder_config.num_layers)
 
     @functools.cached_property
     def _encoder_params(self) -> Any:
-        return checkpoint.load_params(self.config.init_checkpoint)["bert"]
+        return self.pretrained.params()["bert"]
 
     def load(self, name: str, path: str) -> Split:
         c = self.config
@@ -382,8 +404,9 @@ class FeatureProbe(Tagging):
 class Squad(Family):
     """`squad_v1` and `squad_v2`: spans over doc_stride windows of the context."""
 
-    def __init__(self, config: ConfigDict, tokenizer: Tokenizer) -> None:
-        super().__init__(config, tokenizer)
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer, pretrained)
         self.version_2 = config.task == "squad_v2"
 
     @property
@@ -453,17 +476,18 @@ class MultipleChoice(Family):
         return [path]
 
 
-def family(config: ConfigDict, tokenizer: Tokenizer) -> Family:
-    """The family of `config.task`."""
+def family(config: ConfigDict, tokenizer: Tokenizer,
+           pretrained: heads.Pretrained | None = None) -> Family:
+    """The family of `config.task` (`pretrained`: config.init_checkpoint, opened)."""
     name = config.task
     if name in GLUE_TASKS or name == "classify":
-        return Classification(config, tokenizer)
+        return Classification(config, tokenizer, pretrained)
     if name in ("ner", "tag"):
-        return Tagging(config, tokenizer)
+        return Tagging(config, tokenizer, pretrained)
     if name in ("squad_v1", "squad_v2"):
-        return Squad(config, tokenizer)
+        return Squad(config, tokenizer, pretrained)
     if name == "swag":
-        return MultipleChoice(config, tokenizer)
+        return MultipleChoice(config, tokenizer, pretrained)
     if name == "ner_features":
-        return FeatureProbe(config, tokenizer)
+        return FeatureProbe(config, tokenizer, pretrained)
     raise ValueError(f"config.task={name!r} is not one of {', '.join(TASK_NAMES)}")

@@ -32,7 +32,8 @@ import numpy as np
 
 from bert.files import write_atomically
 from bert.objectives import cross_entropy
-from bert.tasks import TaskDataError
+from bert.tasks import SkipCount, TaskDataError
+from bert.tasks.classification import text_lines
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -53,7 +54,7 @@ class SquadExample:
 
 class SquadData(NamedTuple):
     examples: list[SquadExample]
-    skipped: int  # training answers not found at their answer_start, skipped as run_squad does
+    skipped: SkipCount  # training answers not found at their answer_start, skipped as run_squad does
 
 
 def _is_whitespace(char: str) -> bool:
@@ -141,8 +142,7 @@ def read_squad(path: str | Path, *, is_training: bool,
     the question id (or the record's position) and the field.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            dataset = json.load(f)
+        dataset = json.loads("".join(text_lines(path, "utf-8")))
     except OSError as err:
         raise TaskDataError(f"{path}: cannot read SQuAD file ({err.strerror})") from None
     except json.JSONDecodeError as err:
@@ -174,13 +174,22 @@ def read_squad(path: str | Path, *, is_training: bool,
                         raise TaskDataError(f"{where}: field 'answers' is empty for an "
                                             "answerable training question")
                     if not _answer_found(context, answer_start, answer_text):
+                        if not skipped:
+                            found = context[answer_start:answer_start + len(answer_text)]
+                            first_skipped = (f"{where}: answers[0] {answer_text!r} at "
+                                             f"answer_start {answer_start}, where the context "
+                                             f"has {found!r}")
                         skipped += 1
                         continue
                 examples.append(SquadExample(
                     qas_id=qas_id, question=question, context=context, answer_text=answer_text,
                     answer_start=answer_start, is_impossible=is_impossible,
                     gold_answers=tuple(text for text, _ in answers)))
-    return SquadData(examples, skipped)
+    if not skipped:
+        return SquadData(examples, SkipCount())
+    return SquadData(examples, SkipCount(skipped, (
+        f"answers not found at their answer_start (first: {first_skipped}); answer_start "
+        "counts characters of the context from 0")))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
