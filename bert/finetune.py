@@ -12,6 +12,11 @@ experiment_config.json as pretraining does. Training runs on the same step, runn
 pretraining (bert.trainer), so resume after a kill, SIGTERM saves, the non-finite-step policy
 and every parallel layout behave the same. Rerunning the same command resumes.
 
+Every input is read and checked before anything is written or compiled (README "Checked before
+training"). DIR/run.json records what defines the run; a rerun that differs from it is refused,
+naming each differing key, unless config.overwrite moves the old run aside. init_checkpoint may
+also be a Hugging Face BERT folder, converted in memory as `bert.convert from-hf` converts it.
+
 With config.lr_grid and/or config.seeds, every (learning rate, seed) run gets its own work
 directory under DIR/runs/; DIR/eval_results.json then lists every run, the mean and spread of
 each metric, and the run selected on dev, whose prediction files are copied into DIR.

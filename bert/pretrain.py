@@ -9,6 +9,10 @@ ends with the params of an uninterrupted run and writes the same metrics (timing
 
 SIGTERM or SIGINT (a preemption notice, Ctrl-C) saves a checkpoint after the current step and
 exits with status 0; a second signal stops at once.
+
+DIR/run.json records what defines the run; a rerun that differs (other than in its length and
+sequence shape, which phase 2 changes) is refused before any work, naming each differing key,
+unless config.overwrite moves the old run aside.
 """
 from __future__ import annotations
 
