@@ -77,6 +77,7 @@ def pretraining_config() -> ConfigDict:
     c.model.norm_position = "post"  # "post" (the paper's) or "pre": LayerNorm before attention and
     #                                 MLP, one final LayerNorm; not exportable to transformers' BERT
     c.model.position_init = "normal"  # position table's start: "normal" (the paper's) or "sinusoidal"
+    c.model.initializer_range = 0.02  # std of the truncated-normal init of every kernel and table
 
     # Data (see bert/data): text files -> tokenizer -> NSP pairs -> masking -> batches.
     c.data = ConfigDict()
@@ -119,6 +120,7 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("lr_schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES),
     ("model.norm_position", "'post' or 'pre'", lambda v: v in ("post", "pre")),
     ("model.position_init", "'normal' or 'sinusoidal'", lambda v: v in ("normal", "sinusoidal")),
+    ("model.initializer_range", "> 0", lambda v: v > 0),
     ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
     ("optim.b2", "in [0, 1)", lambda v: 0 <= v < 1),
     ("optim.eps", "> 0", lambda v: v > 0),
@@ -236,6 +238,7 @@ def model_config(config: ConfigDict) -> BertConfig:
         remat=m.remat,
         norm_position=m.norm_position,
         position_init=m.position_init,
+        initializer_range=m.initializer_range,
         causal=config.get("objective", "mlm") == "ltr",  # a next-token model sees only the past
     )
     hidden = m.hidden_size or PRESETS[m.preset][1]
@@ -452,6 +455,9 @@ def validate_finetuning(config: ConfigDict) -> None:
     length_buckets(config)
     if config.select_on_dev:
         check(bool(config.eval_file), "select_on_dev", "needs config.eval_file to select on")
+    check(not config.task.startswith("squad") or config.max_query_length + 3 < config.max_seq_len,
+          "max_query_length", f"{config.max_query_length} + 3 must be below "
+          f"config.max_seq_len={config.max_seq_len} to leave room for context tokens")
     check(not config.eval_every or bool(config.eval_file), "eval_every",
           f"{config.eval_every} evaluates on config.eval_file, which is empty: name the dev file "
           "(or leave config.eval_every at 0)")

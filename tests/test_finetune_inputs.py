@@ -237,6 +237,13 @@ CASES = {
     "classify train file with one label": (
         "classify", {"train_file": ("one.csv", "text,label\na,pos\nb,pos\n")}, [],
         ["one.csv", "'label'", "['pos']"]),
+    "classify file without the text column": (
+        "classify", {"train_file": ("cols.csv", "sentence,label\na,pos\nb,neg\n")}, [],
+        ["cols.csv:2", "no text field 'text'", "'sentence', 'label'"]),
+    "SQuAD question budget leaving no context": (
+        "squad_v1", {"train_file": ("q.json", _squad_with_wrong_starts)},
+        ["--config.max_seq_len=64", "--config.length_buckets=64"],
+        ["config.max_query_length", "config.max_seq_len=64"]),
     "neither a model folder nor a Hugging Face folder": (
         "sst2", {"train_file": ("t.tsv", SST2_TRAIN)}, ["NOT_A_MODEL"],
         ["bert_config.json", "config.json", "model.safetensors", "vocab.txt"]),

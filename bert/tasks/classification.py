@@ -287,7 +287,9 @@ def _table_records(path: str | Path, file_format: str, encoding: str, delimiter:
 def _field(record: Mapping[ColumnKey, Any], key: ColumnKey, role: str, where: str) -> str:
     """The text of one field; JSON numbers are accepted as labels and indices."""
     if key not in record:
-        raise TaskDataError(f"{where}: no {role} field {key!r}")
+        names = [name for name in record if isinstance(name, str)]
+        found = f" (its fields: {', '.join(map(repr, names))})" if names else ""
+        raise TaskDataError(f"{where}: no {role} field {key!r}{found}")
     value = record[key]
     if role != "text" and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
