@@ -102,10 +102,9 @@ def _check_workdir(config: ConfigDict, workdir: str) -> None:
     makes it one), where task.json, bert_config.json and checkpoints would replace its own; and
     config.overwrite on a work directory holding that folder, which would move it aside."""
     init, work = _location(config.init_checkpoint), _location(workdir)
-    owned = [init, *(f"{init}/{name}" for name in (
-        checkpoint.PARAMS_DIR, checkpoint.TOKENIZER_DIR, checkpoint.CHECKPOINTS_DIR,
-        checkpoint.SET_ASIDE_DIR))]
-    if any(work == folder or work.startswith(folder + "/") for folder in owned):
+    owned = [f"{init}/{name}" for name in (checkpoint.PARAMS_DIR, checkpoint.TOKENIZER_DIR,
+                                           checkpoint.CHECKPOINTS_DIR, checkpoint.SET_ASIDE_DIR)]
+    if work == init or any(work == folder or work.startswith(folder + "/") for folder in owned):
         raise ValueError(f"--workdir={workdir} is (inside) the model folder "
                          f"config.init_checkpoint={config.init_checkpoint}: the run would write "
                          "its task.json, bert_config.json and checkpoints over the model's; "
@@ -195,7 +194,7 @@ def finetune_one(config: ConfigDict, workdir: str, *,
     optimizer = optimizer_config(config, plan.steps)
     runner = build_runner(config, task, make_optimizer(optimizer))
     head = family.task_head(model)
-    fingerprint = _fingerprint(config, task=config.task, head=head.kind if head else None,
+    fingerprint = _fingerprint(config, head=head.kind if head else None,
                                labels=list(family.labels))
     trainer.claim_workdir(workdir, fingerprint, overwrite=config.overwrite,
                           keep=(FEATURE_CACHE_DIR,))

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
 from bert import checkpoint, cli, convert, files, pretrain, trainer
 from bert.config import pretraining_config, validate
@@ -134,6 +135,17 @@ def test_workdir_that_is_the_model_folder_is_refused_and_left_alone(root, model,
     done = _finetune(root, model / "params" / "run", "sst2", *finished["flags"], model=model)
     _check_one_line_error(done, ["config.init_checkpoint"])
     assert _snapshot(model) == before
+
+
+def test_workdir_below_or_beside_the_model_folder_is_accepted(model):
+    from bert import finetune
+
+    config = ConfigDict({"init_checkpoint": str(model), "overwrite": False})
+    for workdir in (model / "finetune" / "sst2", model.parent / "sst2_beside"):
+        finetune._check_workdir(config, str(workdir))  # make demo's layout: DIR/finetune/<task>
+    config.overwrite = True
+    with pytest.raises(ValueError, match="config.overwrite would move config.init_checkpoint"):
+        finetune._check_workdir(config, str(model.parent))
 
 
 def test_pretraining_workdir_holding_another_run_is_refused_before_any_work(tmp_path):
