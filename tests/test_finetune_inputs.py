@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from bert import checkpoint, cli, convert, files, pretrain, trainer
 from bert.config import pretraining_config, validate
 from bert.metrics import MetricsWriter
 from bert.tasks import classification, multiple_choice, squad, tagging
-from scripts.kill_resume import REPO
+from scripts.kill_resume import REPO, compare_runs, resumed_step, run_to_end, run_until
 from tests.test_finetune import CONFIGS, FIXTURES, finetune_env, write_model_folder
 from tests.test_finetune_cli import PREFIX, _check_one_line_error
 
@@ -135,6 +136,33 @@ def test_workdir_that_is_the_model_folder_is_refused_and_left_alone(root, model,
     done = _finetune(root, model / "params" / "run", "sst2", *finished["flags"], model=model)
     _check_one_line_error(done, ["config.init_checkpoint"])
     assert _snapshot(model) == before
+
+
+def test_sigterm_then_the_same_command_ends_bit_identical_to_an_uninterrupted_run(root, model):
+    header, rows = SST2_TRAIN.split("\n", 1)
+    train = _write(root / "data" / "sst2_long.tsv", f"{header}\n{rows * 5}")  # 40 rows: 10 steps
+
+    def command(workdir: Path) -> list[str]:
+        return [sys.executable, "-m", "bert.finetune", "--config", str(CONFIGS / "sst2.py"),
+                f"--workdir={workdir}", f"--config.init_checkpoint={model}",
+                f"--config.train_file={train}", f"--config.eval_file={train}",
+                "--config.max_seq_len=16", "--config.length_buckets=16", "--config.batch_size=4",
+                "--config.log_every=1", "--config.num_train_epochs=1",
+                "--config.checkpoint_every=100"]
+
+    env = finetune_env(root / "compile_cache")
+    reference, interrupted = root / "term_reference", root / "term_interrupted"
+    run_to_end(command(reference), env)
+    status, log = run_until(command(interrupted), env, interrupted, step=3,
+                            signum=signal.SIGTERM, delay=0.0)
+    assert status == 0 and "stopped after step" in log
+    assert not (interrupted / "eval_results.json").exists()
+    final_log = run_to_end(command(interrupted), env)
+    assert resumed_step(final_log) >= 3
+    assert compare_runs(reference, interrupted) == []
+    results = [json.loads((run / "eval_results.json").read_text())
+               for run in (reference, interrupted)]
+    assert results[0] == results[1]
 
 
 def test_workdir_below_or_beside_the_model_folder_is_accepted(model):
