@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -61,12 +62,31 @@ def unigram_accuracy(windows: dict[str, np.ndarray]) -> float:
     return float(np.bincount(targets).max() / targets.size)
 
 
+def _load(model_dir: str):
+    """BertForMaskedLM from a folder; one with only Flax weights (what transformers' Flax peer
+    saves) is converted by transformers' own Flax-to-PyTorch loader."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    flax_file = os.path.join(model_dir, "flax_model.msgpack")
+    if not os.path.exists(flax_file) or any(
+            os.path.exists(os.path.join(model_dir, name))
+            for name in ("model.safetensors", "pytorch_model.bin")):
+        return BertForMaskedLM.from_pretrained(model_dir)
+    from flax.serialization import msgpack_restore
+    from transformers.modeling_flax_pytorch_utils import load_flax_weights_in_pytorch_model
+
+    model = BertForMaskedLM(BertConfig.from_pretrained(model_dir))
+    with open(flax_file, "rb") as f:
+        model = load_flax_weights_in_pytorch_model(model, msgpack_restore(f.read()))
+    model.tie_weights()  # the decoder reads the loaded word embeddings and output bias
+    return model
+
+
 def score(model_dir: str, windows: dict[str, np.ndarray], batch_size: int = 64) -> dict[str, Any]:
     """Masked-LM accuracy and mean loss of the folder's BertForMaskedLM on `windows`."""
     import torch
-    from transformers import BertForMaskedLM
 
-    model = BertForMaskedLM.from_pretrained(model_dir).eval()
+    model = _load(model_dir).eval()
     correct = total = 0
     loss_sum = 0.0
     with torch.no_grad():

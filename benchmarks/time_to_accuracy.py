@@ -1,7 +1,7 @@
 """Time to accuracy: held-out masked-LM accuracy against wall-clock seconds, for a fixed budget.
 
     python -m benchmarks.time_to_accuracy --budget_s 600 --workdir runs/tta \
-        --output results/time_to_accuracy.json [--arms paper,fast,hf_flax] [--tokenizer DIR]
+        --output results/time_to_accuracy.json [--arms paper,hf_flax,CONFIG.py] [--tokenizer DIR]
 
 Arms, all at the demo's model size (2 layers, hidden 128), batch 32 x 128 tokens, on the same
 corpus (data/sotu/train) and the same uncased WordPiece vocabulary (trained once here, outside
@@ -9,7 +9,8 @@ every budget, or --tokenizer):
     paper    python -m bert.pretrain --config experiments/pretrain/demo.py: the paper's recipe
              (post-LN, 15% masking 80/10/10, MLM + NSP, linear warmup and decay, AdamW) at the
              demo's size and learning rate
-    fast     python -m bert.pretrain --config experiments/pretrain/fast.py: the small-budget recipe
+    CONFIG.py  python -m bert.pretrain --config CONFIG.py, any other recipe (the arm is named by
+             the file's stem)
     hf_flax  transformers' FlaxBertForMaskedLM trained as its run_mlm_flax.py example does
              (benchmarks/run_mlm_flax.py), with the paper arm's learning rate, warmup and batch
 
@@ -42,7 +43,11 @@ from benchmarks import mlm_scorer
 
 TRAIN_FILES = "data/sotu/train/*.txt"
 EVAL_FILES = "data/sotu/eval/*.txt"
-OUR_CONFIGS = {"paper": "experiments/pretrain/demo.py", "fast": "experiments/pretrain/fast.py"}
+PAPER_CONFIG = "experiments/pretrain/demo.py"
+
+
+def arm_name(arm: str) -> str:
+    return Path(arm).stem if arm.endswith(".py") else arm
 
 
 def train_vocab(directory: Path, vocab_size: int = 8000) -> Path:
@@ -80,7 +85,7 @@ def _run_with_budget(command: list[str], budget_s: float, start: float, log: Pat
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}: see {log}")
 
 
-def run_ours(arm: str, workdir: Path, vocab: Path, budget_s: float, save_every: int,
+def run_ours(config_file: str, workdir: Path, vocab: Path, budget_s: float, save_every: int,
              overrides: list[str]) -> list[dict[str, Any]]:
     from bert import convert
 
@@ -94,11 +99,11 @@ def run_ours(arm: str, workdir: Path, vocab: Path, budget_s: float, save_every: 
                 if re.fullmatch(r"\d+", entry.name) and int(entry.name) not in seen:
                     seen[int(entry.name)] = time.time() - start
 
-    command = [sys.executable, "-m", "bert.pretrain", "--config", OUR_CONFIGS[arm],
+    command = [sys.executable, "-m", "bert.pretrain", "--config", config_file,
                "--workdir", str(workdir), f"--config.data.tokenizer={vocab}",
                f"--config.checkpoint_every={save_every}", "--config.keep_checkpoints=1000",
                *overrides]
-    _run_with_budget(command, budget_s, start, workdir.parent / f"{arm}.log", poll)
+    _run_with_budget(command, budget_s, start, workdir.parent / f"{workdir.name}.log", poll)
     points = []
     for step in sorted(seen):
         model_dir, hf_dir = workdir / "models" / str(step), workdir / "hf" / f"step_{step}"
@@ -147,11 +152,12 @@ def main() -> None:
     parser.add_argument("--budget_s", type=float, default=600.0)
     parser.add_argument("--workdir", default="runs/time_to_accuracy")
     parser.add_argument("--output", default="results/time_to_accuracy.json")
-    parser.add_argument("--arms", default="paper,fast,hf_flax")
+    parser.add_argument("--arms", default="paper,hf_flax",
+                        help="paper, hf_flax, or paths of pretraining config files")
     parser.add_argument("--tokenizer", default="", help="WordPiece folder; '' = train one")
     parser.add_argument("--save_every", type=int, default=500, help="steps between points")
     parser.add_argument("--override", action="append", default=[],
-                        help="ARM:FLAG passed to that arm's command, e.g. fast:--config.seed=1")
+                        help="ARM:FLAG passed to that arm's command, e.g. paper:--config.seed=1")
     args = parser.parse_args()
     root = Path(args.workdir)
     vocab = Path(args.tokenizer) if args.tokenizer else train_vocab(root / "vocab")
@@ -163,24 +169,27 @@ def main() -> None:
                     "processor": platform.processor()},
         "arms": {}}
     for arm in args.arms.split(","):
-        overrides = [o.split(":", 1)[1] for o in args.override if o.startswith(arm + ":")]
+        name = arm_name(arm)
+        overrides = [o.split(":", 1)[1] for o in args.override if o.startswith(name + ":")]
         load_before = os.getloadavg()
-        workdir = root / arm
+        workdir = root / name
         if arm == "hf_flax":
             points = run_hf_flax(workdir, vocab, args.budget_s, args.save_every, overrides)
         else:
-            points = run_ours(arm, workdir, vocab, args.budget_s, args.save_every, overrides)
+            config_file = PAPER_CONFIG if arm == "paper" else arm
+            points = run_ours(config_file, workdir, vocab, args.budget_s, args.save_every,
+                              overrides)
         for point in points:
             point.update(mlm_scorer.score(point["model"], windows))
-        results["arms"][arm] = {"points": points, "overrides": overrides,
+        results["arms"][name] = {"points": points, "overrides": overrides,
                                 "load_before": load_before, "load_after": os.getloadavg()}
         final = points[-1]
-        print(f"{arm}: step {final['step']} at {final['seconds']:.0f}s: "
+        print(f"{name}: step {final['step']} at {final['seconds']:.0f}s: "
               f"held-out MLM accuracy {final['mlm_accuracy']:.3f}", flush=True)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, output.with_suffix(".png"))
+        output = Path(args.output)  # after every arm, so a failing arm keeps the others
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, output.with_suffix(".png"))
 
 
 if __name__ == "__main__":
