@@ -152,3 +152,26 @@ def test_schedule_shape_is_validated_with_its_key():
     config = tiny_config(lr_schedule="triangle")
     with pytest.raises(ValueError, match="config.lr_schedule"):
         validate(config)
+
+
+def test_sinusoidal_position_start_is_the_scaled_sine_table_and_stays_learned():
+    config = model_config(tiny_config(**{"model.position_init": "sinusoidal"}))
+    params = init_params(BertForPreTraining(config), jax.random.key(0))
+    table = np.asarray(params["bert"]["embeddings"]["position_embeddings"]["embedding"])
+    t, i = 5, 3  # row 5, the second frequency's sine (column 2) and cosine (column 3)
+    frequency = 10000.0 ** (-2 / config.hidden_size)
+    scale = config.initializer_range * math.sqrt(2)
+    assert table[t, 2] == pytest.approx(scale * math.sin(t * frequency), rel=1e-5)
+    assert table[t, i] == pytest.approx(scale * math.cos(t * frequency), rel=1e-5)
+    # sin² + cos² = 1: the table's root mean square is exactly the normal start's spread.
+    assert np.sqrt(np.mean(table ** 2)) == pytest.approx(config.initializer_range, rel=1e-4)
+    normal = init_params(BertForPreTraining(model_config(tiny_config())), jax.random.key(0))
+    assert jax.tree.structure(normal) == jax.tree.structure(params)  # same params, other start
+
+
+def test_initializer_range_key_reaches_the_model():
+    config = model_config(tiny_config(**{"model.initializer_range": 0.1}))
+    params = init_params(BertForPreTraining(config), jax.random.key(0))
+    kernel = np.asarray(params["bert"]["layer_0"]["mlp"]["intermediate"]["kernel"])
+    assert config.initializer_range == 0.1
+    assert kernel.std() == pytest.approx(0.1 * 0.88, rel=0.1)  # truncated at 2 std
