@@ -56,7 +56,8 @@ CASES = {
         [], ["train.tsv:3", "label"]),
     "bad SQuAD record": (
         "squad_v1", {"train_file": ("train.json", _squad_without_question)},
-        ["--config.max_seq_len=64"], ["train.json", "'t2'", "question"]),
+        ["--config.max_seq_len=64", "--config.max_query_length=16"],
+        ["train.json", "'t2'", "question"]),
     "CoNLL line with one field": (
         "ner", {"train_file": ("train.conll", "EU B-ORG\nrejects O\n\nBRUSSELS\n")}, [],
         ["train.conll:4", "BRUSSELS"]),
