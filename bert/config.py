@@ -118,8 +118,6 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("eval_batches", ">= 0 (0 = the whole eval split)", lambda v: v >= 0),
     ("optim.name", "'adamw' or 'lamb'", lambda v: v in ("adamw", "lamb")),
     ("lr_schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES),
-    ("model.norm_position", "'post' or 'pre'", lambda v: v in ("post", "pre")),
-    ("model.position_init", "'normal' or 'sinusoidal'", lambda v: v in ("normal", "sinusoidal")),
     ("model.initializer_range", "> 0", lambda v: v > 0),
     ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
     ("optim.b2", "in [0, 1)", lambda v: 0 <= v < 1),

@@ -64,8 +64,8 @@ class BertConfig:
     top_bilstm: bool = False
     # Where each block's LayerNorms sit. "post" (the paper's): x = LN(x + f(x)). "pre": x = x +
     # f(LN(x)), with one more LayerNorm ("final_norm") on the last block's output; the residual
-    # stream is never normalised, so gradients reach the lower blocks undamped and a small model
-    # trains stably at a learning rate that stalls the post-LN one (docs/PERFORMANCE.md).
+    # stream is never normalised, so gradients reach the lower blocks undamped (at the demo's
+    # size it measured no different from post-LN: docs/PERFORMANCE.md, "Time to accuracy").
     norm_position: str = "post"
     # Initial values of the learned position table: "normal" (the paper's, N(0, initializer_range)
     # truncated) or "sinusoidal" (Vaswani et al.'s sines and cosines, scaled to the same spread),
