@@ -227,11 +227,6 @@ def _fingerprint(x: jax.Array) -> jax.Array:
     return jnp.sum(bits * weights, dtype=jnp.uint32)
 
 
-def abstract_like(tree: Any) -> Any:
-    """Shape/dtype/sharding placeholders of `tree` for restoring without holding two copies."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-
-
 def write_model_description(directory: str, config: BertConfig, tokenizer: Any) -> None:
     """bert_config.json and tokenizer/ beside the params, written atomically per file."""
     files.path(directory).mkdir(parents=True, exist_ok=True)

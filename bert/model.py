@@ -598,15 +598,6 @@ def init_params(model: nn.Module, rng: Array) -> Any:
     return nn.meta.unbox(variables["params"])
 
 
-def logical_axes(model: nn.Module) -> Any:
-    """The logical axis names of every param, as a pytree of PartitionSpecs (no memory used)."""
-    inputs = dummy_inputs()
-    if not isinstance(model, BertForPreTraining):
-        inputs.pop("masked_lm_positions")
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), **inputs))
-    return nn.get_partition_spec(shapes)["params"]
-
-
 def count_params(model: nn.Module) -> int:
     """Number of parameters, computed from shapes alone."""
     inputs = dummy_inputs()

@@ -213,10 +213,6 @@ class BatchLayout:
     def per_host(self) -> int:
         return self.global_size // self.process_count
 
-    @property
-    def per_shard_micro(self) -> int:
-        """Rows one batch shard computes at a time: the size activations scale with."""
-        return self.per_shard // self.grad_accum_steps
 
 
 def batch_layout(config: ConfigDict, num_shards: int, shards_description: str,
@@ -334,14 +330,6 @@ class Runner:
             placed[key] = jax.make_array_from_process_local_data(
                 self.batch_sharding, value, global_shape)
         return placed
-
-    def abstract_batch(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.ShapeDtypeStruct]:
-        """Global shapes of a batch like `host_batch`, for compiling without data."""
-        return {
-            k: jax.ShapeDtypeStruct((self.batch.global_size, *np.shape(v)[1:]), np.asarray(v).dtype,
-                                    sharding=self.batch_sharding)
-            for k, v in host_batch.items()
-        }
 
     def train_step(self, state: train.TrainState, host_batch: Mapping[str, np.ndarray],
                    base_rng: jax.Array) -> tuple[train.TrainState, dict[str, jax.Array]]:

@@ -79,9 +79,6 @@ class TrainPlan:
         """Optimizer steps, as the original recipe counts them (the last partial batch dropped)."""
         return int(self.num_rows / self.batch_size * self.num_epochs)
 
-    def steps_per_epoch(self) -> float:
-        return self.num_rows / self.batch_size
-
     def epoch_end_steps(self) -> tuple[int, ...]:
         """The step in which each whole epoch's last row is consumed (the last: `steps`)."""
         ends = {min(self.steps, -(-(e + 1) * self.num_rows // self.batch_size))
