@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bert.sweep import Eval
+from bert.ablation_table import Eval
 
 # Tiny-scale pretraining: BERT-tiny, a few hundred steps, one held-out evaluation at the end.
 TINY_PRETRAIN_STEPS = 2000  # past a tiny model's ~1k-step "unigram plateau" (pretrain/demo.py)

@@ -45,68 +45,15 @@ import subprocess
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
+# The table's data, here too for table configs that import Column, Table from bert.sweep.
+from bert.ablation_table import Arm, ArmPlan, Column, Eval, Job, Table  # noqa: F401
+
 SCALES = ("tiny", "paper")
 LAUNCHERS = ("slurm", "tpu")
 PYTHON = "python"  # as printed; runs use this interpreter (sys.executable)
-RESULTS_FILE = "eval_results.json"  # bert.finetune's
 
 
-# --------------------------------------------------------------------------- the table's data
-
-
-@dataclasses.dataclass(frozen=True)
-class Eval:
-    """One fine-tuning task: its config file, overrides, and the metric read from its
-    eval_results.json (times `scale`, so that every column is in percent)."""
-
-    name: str  # the work directory's name under DIR/<arm>/
-    config: str  # experiments/finetune/<task>.py
-    overrides: Mapping[str, Any]  # config key -> value; "{data}" in a value is DIR/data
-    metric: str  # key in eval_results.json: accuracy, f1, ...
-    scale: float = 100.0  # 0-1 metrics as percent; SQuAD's are 0-100 already
-    proxy: str = ""  # what stands in for the paper's task, said in the table header
-
-
-@dataclasses.dataclass(frozen=True)
-class Column:
-    """A column of the paper's table: a fine-tuned metric, or one of the pretraining run
-    (`pretrain_metric`, the last evaluation's, exp() of it for a perplexity)."""
-
-    name: str
-    eval: Eval | None = None
-    pretrain_metric: str = ""  # e.g. eval_mlm_loss
-    exp: bool = False  # report exp(metric): perplexity from a loss
-
-
-@dataclasses.dataclass(frozen=True)
-class Table:
-    name: str  # file stem of the plot
-    title: str
-    paper: str  # which table of the paper, which model and sets
-    pretrain_config: str  # experiments/pretrain/<name>.py every arm starts from
-    pretrain_overrides: Mapping[str, Any]
-    columns: tuple[Column, ...]
-    reference: str = ""  # the arm the others are compared with (default: the first)
-    notes: tuple[str, ...] = ()
-    steps: bool = False  # arms are checkpoints along runs: plot curves against `step`
-
-
-@dataclasses.dataclass(frozen=True)
-class Arm:
-    name: str
-    label: str
-    paper: Mapping[str, float]
-    pretrain: Mapping[str, Any]
-    finetune: Mapping[str, Any]
-    evals: Mapping[str, Eval]
-    pretrain_from: str
-    step: int | None
-    group: str
-    pretrain_seed: int = 0  # added to the pretraining config's seed (replicas: 1, 2, ...)
-    replica_of: str = ""  # the arm whose results this replica's runs pool into
-
-    def eval_of(self, column: Column) -> Eval | None:
-        return self.evals.get(column.name, column.eval)
+# -------------------------------------------------------------------------- the table config
 
 
 _ARM_KEYS = {"name", "label", "paper", "pretrain", "finetune", "evals", "pretrain_from", "step",
@@ -174,26 +121,6 @@ def load_table(path: str, scale: str) -> tuple[Table, list[Arm]]:
 # -------------------------------------------------------------------------------- the plan
 
 
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """One command of an arm, and the file or folder that exists once it has finished."""
-
-    kind: str  # pretrain, at_step or finetune
-    argv: tuple[str, ...]
-    workdir: str
-    done_path: str
-    launch: tuple[str, ...] = ()  # --scale paper: how the command is started on a cluster
-
-
-@dataclasses.dataclass(frozen=True)
-class ArmPlan:
-    arm: Arm
-    jobs: tuple[Job, ...]
-    pretrain_dir: str  # where this arm's pretraining is (its own or pretrain_from's)
-    finetune_dirs: Mapping[str, str]  # eval name -> work directory
-    step: int  # the pretraining step its fine-tuning starts from
-
-
 REPLICA = ".pseed"  # DIR/<arm>.pseed<k>/: the arm pretrained with seed + k
 
 
@@ -245,6 +172,8 @@ def plan(table: Table, arms: Sequence[Arm], workdir: str, *, seeds: int = 3,
          launcher: str = "slurm") -> list[ArmPlan]:
     """Every arm's commands, in the order they must run (an arm's pretraining before any arm
     that fine-tunes it)."""
+    from bert.finetune import RESULTS_FILE  # only planning needs it; keeps `--help` light
+
     data_dir = os.path.join(workdir, "data")
     pretrain_args, last_step = {}, {}
     for arm in arms:
@@ -410,7 +339,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # The table configs import bert.sweep's classes: run that module's main, not __main__'s copy.
-    from bert import sweep as _module
-
-    _module.main()
+    main()

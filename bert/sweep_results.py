@@ -24,7 +24,8 @@ import statistics
 from typing import Any, Sequence
 
 from bert.files import write_atomically
-from bert.sweep import RESULTS_FILE, ArmPlan, Table
+from bert.ablation_table import ArmPlan, Table
+from bert.finetune import RESULTS_FILE
 
 CSV_FIELDS = ("table", "arm", "label", "column", "task", "proxy", "step", "pretrain_seed", "seed",
               "value", "paper")

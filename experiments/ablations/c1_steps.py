@@ -15,7 +15,7 @@ does converge slightly slower than a LTR model [...] but it begins to outperform
 in terms of absolute accuracy almost immediately". No paper number is put beside an arm.
 """
 from bert import ablation_tasks as tasks
-from bert.sweep import Column, Table
+from bert.ablation_table import Column, Table
 
 # The last step of each is its run's end: phase 1 of the paper's recipe ends at 900k (128 tokens).
 TINY_STEPS = tuple(tasks.TINY_PRETRAIN_STEPS * k // 4 for k in range(1, 5))

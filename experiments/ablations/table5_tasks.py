@@ -10,7 +10,7 @@ minutes on 2 CPU cores shared with another sweep (docs/ABLATIONS.md). MNLI-m, QN
 one sentence-pair proxy there.
 """
 from bert import ablation_tasks as tasks
-from bert.sweep import Column, Table
+from bert.ablation_table import Column, Table
 
 COLUMNS = ("MNLI-m", "QNLI", "MRPC", "SST-2", "SQuAD")
 

@@ -10,7 +10,7 @@ for CoNLL-2003, 7 arms x 3 seeds of tagging, 36 minutes on 2 CPU cores shared wi
 sweeps (docs/ABLATIONS.md).
 """
 from bert import ablation_tasks as tasks
-from bert.sweep import Column, Table
+from bert.ablation_table import Column, Table
 
 STRATEGIES = (("embeddings", "Embeddings", 91.0),
               ("second_to_last_hidden", "Second-to-last hidden", 95.6),

@@ -9,7 +9,7 @@ Tiny scale: six 4-layer BERT-tiny pretrainings, 6 x 3 tasks x 3 seeds of fine-tu
 on 2 CPU cores shared with other jobs throughout (docs/ABLATIONS.md).
 """
 from bert import ablation_tasks as tasks
-from bert.sweep import Column, Table
+from bert.ablation_table import Column, Table
 
 COLUMNS = ("MNLI-m", "NER fine-tune", "NER feature-based")
 # (mask, same, random) in percent, and the paper's dev results.
