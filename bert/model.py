@@ -354,24 +354,23 @@ class EncoderBlock(nn.Module):
 
 
 class BiLSTM(nn.Module):
-    """One bidirectional LSTM layer, hidden_size / 2 units per direction: (B, T, H) -> (B, T, H).
+    """One bidirectional LSTM layer, `units` per direction: (B, T, F) -> (B, T, 2·units), float32.
 
     Padding (input_mask 0) is skipped: the backward direction starts at each row's last real
-    token.
+    token. The encoder's top_bilstm is one with hidden_size / 2 units; the feature-based tagger
+    (bert/tasks/feature_probe.py) stacks two.
     """
 
-    config: BertConfig
+    units: int
 
     @nn.compact
     def __call__(self, x: Array, input_mask: Array) -> Array:
-        units = self.config.hidden_size // 2
         lengths = jnp.sum(input_mask, axis=-1).astype(jnp.int32)  # (B,)
-        out = nn.Bidirectional(  # parent=None: the RNNs and cells belong to this module
-            nn.RNN(nn.OptimizedLSTMCell(units, parent=None), parent=None),
-            nn.RNN(nn.OptimizedLSTMCell(units, parent=None), reverse=True, keep_order=True,
+        return nn.Bidirectional(  # parent=None: the RNNs and cells belong to this module
+            nn.RNN(nn.OptimizedLSTMCell(self.units, parent=None), parent=None),
+            nn.RNN(nn.OptimizedLSTMCell(self.units, parent=None), reverse=True, keep_order=True,
                    parent=None),
             name="lstm")(x.astype(jnp.float32), seq_lengths=lengths)  # (B, T, 2·units)
-        return out.astype(self.config.compute_dtype)
 
 
 def causal_mask(seq_len: int) -> Array:
@@ -427,7 +426,7 @@ class BertModel(nn.Module):
         if cfg.norm_position == "pre":  # the blocks' residual sum, normalised once at the top
             self.final_norm = _layer_norm(cfg, "final_norm")
         if cfg.top_bilstm:
-            self.bilstm = BiLSTM(cfg)
+            self.bilstm = BiLSTM(cfg.hidden_size // 2)
 
     def __call__(
         self,
@@ -484,7 +483,7 @@ class BertModel(nn.Module):
             x = self._top(self.layers[-1](x, attention_mask, deterministic))
             hidden_states.append(x)
             if cfg.top_bilstm:
-                x = self.bilstm(x, input_mask)
+                x = self.bilstm(x, input_mask).astype(cfg.compute_dtype)
             cls = x[:, :1] if cls_positions is None else _rows(x, cls_positions)
             if output_positions is not None:
                 x = _rows(x, output_positions)

@@ -226,8 +226,8 @@ def test_the_tagger_reads_the_strategys_layers():
         k = 4 if combine != "one" else 1
         shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 3, k, 32)),
                                                    jnp.ones((2, 3), jnp.int32)))["params"]
-        assert shapes["bilstm_0"]["forward_rnn"]["cell"]["ii"]["kernel"].shape == (inputs, 8)
-        assert shapes["bilstm_1"]["backward_rnn"]["cell"]["ii"]["kernel"].shape == (16, 8)
+        assert shapes["bilstm_0"]["lstm"]["forward_rnn"]["cell"]["ii"]["kernel"].shape == (inputs, 8)
+        assert shapes["bilstm_1"]["lstm"]["backward_rnn"]["cell"]["ii"]["kernel"].shape == (16, 8)
         assert shapes["classifier"]["kernel"].shape == (16, 5)
         assert ("layer_weights" in shapes) == (combine == "weighted_sum")
 

@@ -50,7 +50,7 @@ import ml_dtypes
 import numpy as np
 
 from bert import checkpoint, features, ops
-from bert.model import BertConfig
+from bert.model import BertConfig, BiLSTM
 from bert.tasks import tagging
 from bert.tokenizer import Tokenizer
 
@@ -275,14 +275,9 @@ class BiLSTMTagger(nn.Module):
         if self.combine == "weighted_sum":  # equal at the start: softmax of zeros
             weights = self.param("layer_weights", nn.initializers.zeros, (self.num_feature_layers,))
         x = mix_layers(word_features.astype(jnp.float32), self.combine, weights)  # (B, W, H')
-        lengths = jnp.sum(input_mask, axis=-1).astype(jnp.int32)  # (B,)
         for layer in range(self.lstm_layers):
             x = ops.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-            x = nn.Bidirectional(  # parent=None: the RNNs and cells belong to this layer
-                nn.RNN(nn.LSTMCell(self.lstm_size, parent=None), parent=None),
-                nn.RNN(nn.LSTMCell(self.lstm_size, parent=None), reverse=True, keep_order=True,
-                       parent=None),
-                name=f"bilstm_{layer}")(x, seq_lengths=lengths)  # (B, W, 2·lstm_size)
+            x = BiLSTM(self.lstm_size, name=f"bilstm_{layer}")(x, input_mask)  # (B, W, 2·lstm_size)
         x = ops.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         return nn.Dense(self.num_labels, name="classifier")(x)  # (B, W, num_labels)
 
