@@ -226,35 +226,28 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def train_sentencepiece(
-    files: Sequence[str],
+    sentences: Iterable[str],
     vocab_size: int,
     output_prefix: str,
     *,
-    doc_separator: str = "file",
     model_type: str = "unigram",
     character_coverage: float = 0.9999,
     byte_fallback: bool = True,
     input_sentence_size: int = 2_000_000,
     seed: int = 0,
     num_threads: int = 2,
-    sentences: Iterable[str] | None = None,
 ) -> SentencePieceTokenizer:
-    """Trains a SentencePiece model on the sentences of `files`; writes `<output_prefix>.model`.
+    """Trains a SentencePiece model on `sentences` (streamed); writes `<output_prefix>.model`.
 
-    Sentences come from `bert.data.corpus` (or `sentences`, streamed, in place of `files`), so
-    training sees the same sentence split as pretraining, and a file that is one enormous line (the shipped corpus) is usable at all:
-    SentencePiece skips input lines over 4 KB. Training is deterministic for fixed inputs
-    and `seed`: at most `input_sentence_size` sentences are sampled with that seed.
-    The model is written through a temporary file and renamed, so a crash never leaves a
-    truncated `.model` behind.
+    The caller reads the text: `bert.data.corpus.read_sentences`, or the data stage's training
+    sentences, so training sees the same sentence split as pretraining, and a file that is one
+    enormous line (the shipped corpus) is usable at all: SentencePiece skips input lines over
+    4 KB. Training is deterministic for fixed inputs and `seed`: at most `input_sentence_size`
+    sentences are sampled with that seed. The model is written through a temporary file and
+    renamed, so a crash never leaves a truncated `.model` behind.
     """
-    from bert.data import corpus  # Local: bert.data's own modules import this one.
-
     if vocab_size <= len(SPECIAL_TOKENS):
         raise TokenizerError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    if sentences is None:
-        documents, _ = corpus.read_documents(files, doc_separator=doc_separator, key="files")
-        sentences = (s for doc in documents for s in doc)
     counted = _Counted(sentences)
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)
@@ -275,8 +268,8 @@ def train_sentencepiece(
             minloglevel=2,
         )
     except RuntimeError as err:
-        raise TokenizerError(f"SentencePiece training on {counted.count} sentences from "
-                             f"{list(files) or 'the corpus'} with vocab_size={vocab_size} failed: {err}") from None
+        raise TokenizerError(f"SentencePiece training on {counted.count} sentences with "
+                             f"vocab_size={vocab_size} failed: {err}") from None
     output = Path(f"{output_prefix}.model")
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(output, model.getvalue())

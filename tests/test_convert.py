@@ -14,6 +14,7 @@ from safetensors.numpy import load_file, save_file
 
 from bert import checkpoint, convert
 from bert.convert import ConversionError
+from bert.data.corpus import read_sentences
 from bert.model import BertConfig, BertForPreTraining, init_params
 from bert.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 from bert.train import TrainState
@@ -167,7 +168,7 @@ def test_from_hf_to_hf_from_hf_is_bit_exact(workspace, pretraining):
 @pytest.fixture(scope="module")
 def sentencepiece(workspace) -> SentencePieceTokenizer:
     files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "data", "sotu", "train", "*.txt")))
-    return train_sentencepiece(files[:1], 400, str(workspace / "spm" / "sp"))
+    return train_sentencepiece(read_sentences(files[:1]), 400, str(workspace / "spm" / "sp"))
 
 
 def test_pretraining_workdir_exports_to_hf_and_back_unchanged(workspace, sentencepiece):

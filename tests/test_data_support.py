@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from bert.data.corpus import read_sentences
 from bert.tokenizer import SentencePieceTokenizer, train_sentencepiece
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def _scratch() -> Path:
 @functools.cache
 def small_tokenizer() -> SentencePieceTokenizer:
     """SentencePiece, 1,000 pieces, trained on the five shipped eval addresses (~1 s)."""
-    return train_sentencepiece([str(SOTU_EVAL / "*.txt")], SMALL_VOCAB,
+    return train_sentencepiece(read_sentences(str(SOTU_EVAL / "*.txt")), SMALL_VOCAB,
                                str(_scratch() / "small" / "sp"))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bert.data.corpus import read_sentences
 from bert.tokenizer import (SPECIAL_TOKENS, SentencePieceTokenizer, Tokenizer, TokenizerError,
                             WordPieceTokenizer, load_tokenizer, special_ids, train_sentencepiece)
 from tests.test_data_support import SMALL_VOCAB, SOTU_EVAL, small_tokenizer
@@ -57,8 +58,8 @@ def test_word_start_mask_marks_word_initial_pieces_and_specials():
 def test_training_is_deterministic(tmp_path):
     files = [str(SOTU_EVAL / name)
              for name in ("1926_calvin_coolidge_r.txt", "1985_ronald_reagan_r.txt")]
-    first = train_sentencepiece(files, 600, str(tmp_path / "a" / "sp"))
-    second = train_sentencepiece(files, 600, str(tmp_path / "b" / "sp"))
+    first = train_sentencepiece(read_sentences(files), 600, str(tmp_path / "a" / "sp"))
+    second = train_sentencepiece(read_sentences(files), 600, str(tmp_path / "b" / "sp"))
     assert first.fingerprint == second.fingerprint
     assert (tmp_path / "a" / "sp.model").read_bytes() == (tmp_path / "b" / "sp.model").read_bytes()
 
@@ -67,7 +68,7 @@ def test_vocab_size_the_corpus_cannot_fill_is_a_clear_error(tmp_path):
     text = tmp_path / "tiny.txt"
     text.write_text("One short sentence here. And another one there.\n")
     with pytest.raises(TokenizerError, match="vocab_size=5000"):
-        train_sentencepiece([str(text)], 5000, str(tmp_path / "sp"))
+        train_sentencepiece(read_sentences(str(text)), 5000, str(tmp_path / "sp"))
 
 
 def test_save_and_load_from_a_folder_and_from_the_model_file(tmp_path):

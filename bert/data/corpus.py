@@ -286,6 +286,14 @@ def read_documents(
     return documents, summary
 
 
+def read_sentences(patterns: str | Sequence[str], *, doc_separator: str = "file",
+                   key: str = "files") -> list[str]:
+    """Every sentence of the documents `read_documents` keeps, in order: a tokenizer's
+    training text (`bert.tokenizer.train_sentencepiece`, `bert.wordpiece.train_wordpiece`)."""
+    documents, _ = read_documents(patterns, doc_separator=doc_separator, key=key)
+    return [sentence for document in documents for sentence in document]
+
+
 def read_file_documents(path: Path | epath.Path, doc_separator: str, summary: CorpusSummary,
                         max_sentence_chars: int = MAX_SENTENCE_CHARS) -> list[list[str]]:
     """The kept documents of one file of paragraphs; adds what it read and skipped to `summary`."""

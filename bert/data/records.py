@@ -308,8 +308,9 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int,
                 if settings.tokenizer_type == "wordpiece":
                     train_wordpiece(sentences, vocab_size).save(tmp)
                 else:
-                    train_sentencepiece([], vocab_size, str(tmp / Path(SENTENCEPIECE_FILE).stem),
-                                        sentences=sentences, seed=TOKENIZER_SEED)
+                    train_sentencepiece(sentences, vocab_size,
+                                        str(tmp / Path(SENTENCEPIECE_FILE).stem),
+                                        seed=TOKENIZER_SEED)
             except TokenizerError as err:
                 check_not_empty(read, "config.data.train_files")  # the cause, when it is that
                 raise DataError(f"training a {settings.tokenizer_type} tokenizer for "
