@@ -668,13 +668,14 @@ def eval_features(files: list[str], tokenizer: Any, max_seq_len: int, count: int
 def _eval_tokenizer(directory: str) -> tuple[Any, str]:
     """--eval_tokenizer, or a SentencePiece model trained on EVAL_TOKENIZER_FILES in
     `directory`; and what it is, for the report."""
+    from bert.data.corpus import read_sentences
     from bert.tokenizer import load_tokenizer, train_sentencepiece
 
     if FLAGS.eval_tokenizer:
         return load_tokenizer(FLAGS.eval_tokenizer), FLAGS.eval_tokenizer
     print(f"training a {EVAL_VOCAB_SIZE}-piece SentencePiece model on {EVAL_TOKENIZER_FILES} "
           "...", flush=True)
-    tokenizer = train_sentencepiece([EVAL_TOKENIZER_FILES], EVAL_VOCAB_SIZE,
+    tokenizer = train_sentencepiece(read_sentences(EVAL_TOKENIZER_FILES), EVAL_VOCAB_SIZE,
                                     os.path.join(directory, "sentencepiece"))
     return tokenizer, (f"SentencePiece (unigram), {EVAL_VOCAB_SIZE} pieces, trained on "
                        f"{EVAL_TOKENIZER_FILES}")
