@@ -77,6 +77,7 @@ def pretraining_config() -> ConfigDict:
     c.model.norm_position = "post"  # "post" (the paper's) or "pre": LayerNorm before attention and
     #                                 MLP, one final LayerNorm; not exportable to transformers' BERT
     c.model.position_init = "normal"  # position table's start: "normal" (the paper's) or "sinusoidal"
+    c.model.attention_init = "normal"  # attention's start: "normal" (the paper's) or "mimetic"
     c.model.initializer_range = 0.02  # std of the truncated-normal init of every kernel and table
 
     # Data (see bert/data): text files -> tokenizer -> NSP pairs -> masking -> batches.
@@ -236,6 +237,7 @@ def model_config(config: ConfigDict) -> BertConfig:
         remat=m.remat,
         norm_position=m.norm_position,
         position_init=m.position_init,
+        attention_init=m.attention_init,
         initializer_range=m.initializer_range,
         causal=config.get("objective", "mlm") == "ltr",  # a next-token model sees only the past
     )

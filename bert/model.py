@@ -72,6 +72,13 @@ class BertConfig:
     # from which attention can tell near from far tokens at step 0 instead of having to learn it.
     # Only the start differs: the table stays learned and exports to transformers unchanged.
     position_init: str = "normal"
+    # Initial attention weights: "normal" (the paper's) or "mimetic" (Trockman & Kolter 2023,
+    # "Mimetic initialization of self-attention layers"): each head's W_q·W_k^T starts near a
+    # multiple of the identity, so a token attends at step 0 to tokens like it (with sinusoidal
+    # positions: to its neighbours), and W_v·W_o near minus the identity. At the demo's size it
+    # leaves the masked-LM unigram plateau that the normal start stays on (docs/PERFORMANCE.md,
+    # "Leaving the unigram plateau"). Only the start differs: the export to transformers is unchanged.
+    attention_init: str = "normal"
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -88,6 +95,9 @@ class BertConfig:
         if self.position_init not in ("normal", "sinusoidal"):
             raise ValueError("config.model.position_init must be normal or sinusoidal, "
                              f"got {self.position_init!r}")
+        if self.attention_init not in ("normal", "mimetic"):
+            raise ValueError("config.model.attention_init must be normal or mimetic, "
+                             f"got {self.attention_init!r}")
         if self.top_bilstm and self.hidden_size % 2:
             raise ValueError(f"top_bilstm needs an even hidden_size, got {self.hidden_size}")
 
@@ -206,14 +216,19 @@ class FusedQKV(nn.Module):
     """
 
     config: BertConfig
+    initial_kernel: Array | None = None  # (H, 3, N, D): the mimetic start (see SelfAttention)
 
     @nn.compact
     def __call__(self, x: Array, query_rows: Array | None = None) -> tuple[Array, Array, Array]:
         cfg = self.config
         features = (3, cfg.num_heads, cfg.head_size)
-        init = _dense_init(cfg, ("embed", None, "heads", "kv"))
+        names = ("embed", None, "heads", "kv")
+        init = _dense_init(cfg, names)
 
         def kernel_init(rng: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
+            if self.initial_kernel is not None:
+                return nn.with_logical_partitioning(lambda: self.initial_kernel.astype(dtype),
+                                                    names)()
             # DenseGeneral draws its kernel as (H, 3·N·D): keep its initial values.
             return _reshape_boxed(init(rng, (shape[0], 3 * cfg.hidden_size), dtype), shape)
 
@@ -245,6 +260,30 @@ def _reshape_boxed(value: Any, shape: tuple[int, ...]) -> Any:
     return jnp.reshape(value, shape)
 
 
+# Mimetic start (Trockman & Kolter 2023): W_q·W_k^T ≈ ALPHA·Z + BETA_QK·I per head and
+# W_v·W_o ≈ ALPHA·Z' - BETA_VO·I, Z and Z' with N(0, 1/H) entries. Chosen by measurement at the
+# demo's size (docs/PERFORMANCE.md): a self-similarity score of about BETA_QK·D/√D at step 0.
+MIMETIC_ALPHA, MIMETIC_BETA_QK, MIMETIC_BETA_VO = 0.3, 0.5, 0.3
+
+
+def _factor(rng: Array, width: int, beta: float, rank: int) -> tuple[Array, Array]:
+    """A, B (width, rank) with A·B^T the best rank-`rank` fit of ALPHA·Z + beta·I."""
+    z = jax.random.normal(rng, (width, width), jnp.float32) / jnp.sqrt(width)
+    u, s, vt = jnp.linalg.svd(MIMETIC_ALPHA * z + beta * jnp.eye(width))
+    root = jnp.sqrt(s[:rank])
+    return u[:, :rank] * root, vt[:rank].T * root
+
+
+def mimetic_kernels(rng: Array, config: BertConfig) -> tuple[Array, Array]:
+    """The fused QKV kernel (H, 3, N, D) and output kernel (N, D, H) of one mimetic block."""
+    h, n, d = config.hidden_size, config.num_heads, config.head_size
+    qk_rngs = jax.random.split(rng, n + 1)
+    queries, keys = zip(*(_factor(qk_rngs[i], h, MIMETIC_BETA_QK, d) for i in range(n)))
+    values, outputs = _factor(qk_rngs[n], h, -MIMETIC_BETA_VO, h)  # W_o = outputs^T
+    qkv = jnp.stack([jnp.stack(queries, 1), jnp.stack(keys, 1), values.reshape(h, n, d)], 1)
+    return qkv, outputs.T.reshape(n, d, h)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection."""
 
@@ -256,7 +295,16 @@ class SelfAttention(nn.Module):
         """x (B, T, H) -> (B, T, H); with query_rows (B, Q, H), some of x's rows, only those
         attend (to all of x): (B, Q, H). attention_mask broadcasts to (B, N, T|Q, T)."""
         cfg = self.config
-        query, key, value = FusedQKV(cfg, name="qkv")(x, query_rows)  # (B, T|Q, N, D)
+        qkv_start = out_start = None
+        if cfg.attention_init == "mimetic" and self.is_initializing():
+            # One draw shapes both projections, so it is made here rather than in either's init.
+            qkv_start, out_start = mimetic_kernels(self.make_rng("params"), cfg)
+        out_init = _dense_init(cfg, ("heads", "kv", "embed"))
+        if out_start is not None:
+            out_init = nn.with_logical_partitioning(
+                lambda rng, shape, dtype=jnp.float32: out_start.astype(dtype),
+                ("heads", "kv", "embed"))
+        query, key, value = FusedQKV(cfg, qkv_start, name="qkv")(x, query_rows)  # (B, T|Q, N, D)
         if cfg.attention_dropout_rate > 0.0 and not deterministic:
             context = self._attention_with_dropout(query, key, value, attention_mask)
         else:
@@ -266,7 +314,7 @@ class SelfAttention(nn.Module):
             axis=(-2, -1),
             dtype=cfg.compute_dtype,
             dot_general=ops.dense_dot_general,
-            kernel_init=_dense_init(cfg, ("heads", "kv", "embed")),
+            kernel_init=out_init,
             bias_init=_zeros(("embed",)),
             name="out",
         )(context)  # (B, T|Q, H)

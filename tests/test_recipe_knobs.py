@@ -175,3 +175,29 @@ def test_initializer_range_key_reaches_the_model():
     kernel = np.asarray(params["bert"]["layer_0"]["mlp"]["intermediate"]["kernel"])
     assert config.initializer_range == 0.1
     assert kernel.std() == pytest.approx(0.1 * 0.88, rel=0.1)  # truncated at 2 std
+
+
+def test_mimetic_attention_start_is_near_plus_and_minus_the_identity():
+    config = model_config(tiny_config(**{"model.attention_init": "mimetic"}))
+    params = init_params(BertForPreTraining(config), jax.random.key(0))
+    from bert.model import MIMETIC_BETA_QK, MIMETIC_BETA_VO
+    h, n, d = config.hidden_size, config.num_heads, config.head_size
+    for i in range(config.num_layers):
+        attention = jax.tree.map(np.asarray, params["bert"][f"layer_{i}"]["attention"])
+        qkv, out = attention["qkv"]["kernel"], attention["out"]["kernel"]
+        for head in range(n):
+            # A rank-D fit of alpha·Z + beta·I: its trace keeps about D/H of beta·I's.
+            qk = qkv[:, 0, head] @ qkv[:, 1, head].T  # (H, H)
+            assert np.trace(qk) / h == pytest.approx(MIMETIC_BETA_QK * d / h, rel=0.35)
+            assert np.allclose(qk, qk.T, atol=0.2)  # near-symmetric: q_i·k_j ≈ q_j·k_i
+        vo = qkv[:, 2].reshape(h, h) @ out.reshape(h, h)  # full rank: the exact alpha·Z - beta·I
+        assert np.mean(np.diag(vo)) == pytest.approx(-MIMETIC_BETA_VO, abs=0.1)
+        assert abs(np.mean(vo - np.diag(np.diag(vo)))) < 0.01
+    normal = init_params(BertForPreTraining(model_config(tiny_config())), jax.random.key(0))
+    assert jax.tree.structure(normal) == jax.tree.structure(params)  # same params, other start
+    assert jax.tree.map(jnp.shape, normal) == jax.tree.map(jnp.shape, params)
+
+
+def test_attention_start_is_validated_with_its_key():
+    with pytest.raises(ValueError, match="config.model.attention_init"):
+        model_config(tiny_config(**{"model.attention_init": "identity"}))
