@@ -1,10 +1,10 @@
-"""The proxy sets of the ablation tables (bert/ablation_data.py), built from the shipped data."""
+"""The proxy sets of the ablation tables (bert/ablations/data.py), built from the shipped data."""
 import json
 from collections import Counter
 
 import pytest
 
-from bert import ablation_data
+from bert.ablations import data as ablation_data
 
 
 @pytest.fixture(scope="module")

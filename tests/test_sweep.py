@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bert import sweep, sweep_results
-from bert.sweep_results import AGREE, DISAGREE, NOISE, Cell
+from bert.ablations import results as sweep_results, sweep
+from bert.ablations.results import AGREE, DISAGREE, NOISE, Cell
 
 TABLE5 = "experiments/ablations/table5_tasks.py"
 TABLES = ("table5_tasks", "table6_size", "table7_features", "table8_masking", "c1_steps")
@@ -200,7 +200,7 @@ def test_marks_compare_differences_with_the_paper():
 
 def test_bad_arms_are_named(tmp_path):
     path = tmp_path / "bad.py"
-    path.write_text("from bert.sweep import Column, Table\n"
+    path.write_text("from bert.ablations.table import Column, Table\n"
                     "def get_config(scale):\n"
                     "    return Table('bad', 't', 'p', 'experiments/pretrain/tiny.py', {}, "
                     "(Column('A'),))\n"

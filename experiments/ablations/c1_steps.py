@@ -14,8 +14,8 @@ additional accuracy on MNLI when trained on 1M steps compared to 500k steps", an
 does converge slightly slower than a LTR model [...] but it begins to outperform the LTR model
 in terms of absolute accuracy almost immediately". No paper number is put beside an arm.
 """
-from bert import ablation_tasks as tasks
-from bert.ablation_table import Column, Table
+from bert.ablations import tasks
+from bert.ablations.table import Column, Table
 
 # The last step of each is its run's end: phase 1 of the paper's recipe ends at 900k (128 tokens).
 TINY_STEPS = tuple(tasks.TINY_PRETRAIN_STEPS * k // 4 for k in range(1, 5))

@@ -9,8 +9,8 @@ Tiny scale: 3 BERT-tiny pretrainings and 4 arms x 3 tasks x 3 seeds of fine-tuni
 minutes on 2 CPU cores shared with another sweep (docs/ABLATIONS.md). MNLI-m, QNLI and MRPC share
 one sentence-pair proxy there.
 """
-from bert import ablation_tasks as tasks
-from bert.ablation_table import Column, Table
+from bert.ablations import tasks
+from bert.ablations.table import Column, Table
 
 COLUMNS = ("MNLI-m", "QNLI", "MRPC", "SST-2", "SQuAD")
 

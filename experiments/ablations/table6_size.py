@@ -9,8 +9,8 @@ each head is 8 wide), which keeps their order: (1, 96, 12) ... (8, 128, 16). Six
 pretrainings and 6 x 2 tasks x 3 seeds of fine-tuning, 52 minutes on 2 CPU cores shared with
 other sweeps (docs/ABLATIONS.md).
 """
-from bert import ablation_tasks as tasks
-from bert.ablation_table import Column, Table
+from bert.ablations import tasks
+from bert.ablations.table import Column, Table
 
 COLUMNS = ("LM (ppl)", "MNLI-m", "MRPC", "SST-2")
 SIZES = ((3, 768, 12), (6, 768, 3), (6, 768, 12), (12, 768, 12), (12, 1024, 16), (24, 1024, 16))

@@ -9,8 +9,8 @@ layers" would be the last four: identical rows), WNUT-16 tweet NER
 for CoNLL-2003, 7 arms x 3 seeds of tagging, 36 minutes on 2 CPU cores shared with other
 sweeps (docs/ABLATIONS.md).
 """
-from bert import ablation_tasks as tasks
-from bert.ablation_table import Column, Table
+from bert.ablations import tasks
+from bert.ablations.table import Column, Table
 
 STRATEGIES = (("embeddings", "Embeddings", 91.0),
               ("second_to_last_hidden", "Second-to-last hidden", 95.6),

@@ -8,8 +8,8 @@ NER) and by the feature-based approach (NER, concatenation of the last four laye
 Tiny scale: six 4-layer BERT-tiny pretrainings, 6 x 3 tasks x 3 seeds of fine-tuning, 83 minutes
 on 2 CPU cores shared with other jobs throughout (docs/ABLATIONS.md).
 """
-from bert import ablation_tasks as tasks
-from bert.ablation_table import Column, Table
+from bert.ablations import tasks
+from bert.ablations.table import Column, Table
 
 COLUMNS = ("MNLI-m", "NER fine-tune", "NER feature-based")
 # (mask, same, random) in percent, and the paper's dev results.

@@ -23,8 +23,8 @@ import os
 import statistics
 from typing import Any, Sequence
 
+from bert.ablations.table import ArmPlan, Table
 from bert.files import write_atomically
-from bert.ablation_table import ArmPlan, Table
 from bert.finetune import RESULTS_FILE
 
 CSV_FIELDS = ("table", "arm", "label", "column", "task", "proxy", "step", "pretrain_seed", "seed",

@@ -1,6 +1,6 @@
-"""The data of an ablation table (bert/sweep.py) and of its plan: what a table config
-(experiments/ablations/*.py) returns, and the commands bert/sweep.py plans for each arm and
-bert/sweep_results.py reads back. No logic of either lives here, so both import it."""
+"""The data of an ablation table and of its plan: what a table config
+(experiments/ablations/*.py) returns, and the commands bert/ablations/sweep.py plans for each arm
+and bert/ablations/results.py reads back. No logic of either lives here, so both import it."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,7 +1,7 @@
 """The pretraining recipe and evaluation tasks the ablation tables share, at both scales.
 
 `tiny` pretrains BERT-tiny briefly on the shipped State of the Union slice and fine-tunes on
-real labelled data the repo ships or builds (bert/ablation_data.py), with proxies of the same
+real labelled data the repo ships or builds (bert/ablations/data.py), with proxies of the same
 kind where the paper's task has no local copy. `paper` is the paper's setup: BERT-base pretrained
 on your corpus ($CORPUS, $HELDOUT) and the real dev sets ($GLUE_DIR, $SQUAD_DIR, $CONLL_DIR:
 set them before running the printed commands).
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bert.ablation_table import Eval
+from bert.ablations.table import Eval
 
 # Tiny-scale pretraining: BERT-tiny, a few hundred steps, one held-out evaluation at the end.
 TINY_PRETRAIN_STEPS = 2000  # past a tiny model's ~1k-step "unigram plateau" (pretrain/demo.py)
