@@ -1,4 +1,5 @@
-"""The command line of every command that takes a config file.
+"""The command line of every command that takes a config file: bert.pretrain, bert.finetune,
+bert.prepare, bert.demo and the benchmarks (benchmarks.step, benchmarks.data_prep).
 
     python -m bert.<command> --config FILE.py[:ARG] [--config.key=value ...] [--print_config]
 
@@ -12,7 +13,9 @@ command with one line, `bert.<command>: error: ...`, and exit status 2, before a
 beside its default), and exits.
 
 An entry point calls `define_config_flags()` before `app.run(main, flags_parser=parse_flags)`,
-and `config_from_flags(...)` in main. Nothing here defines flags at import.
+and `config_from_flags(...)` in main. Nothing here defines flags at import. `command` names it
+in messages: "pretrain" for bert.pretrain, or a whole module name ("benchmarks.step") for a
+command outside the package.
 """
 from __future__ import annotations
 
@@ -107,7 +110,7 @@ def run_command(command: str, argv: Sequence[str], validate: Validate,
         distributed.initialize_from_flags()
         run(config, flags.FLAGS.workdir)
     except (ValueError, OSError, FloatingPointError) as error:
-        raise SystemExit(f"bert.{command}: error: {error}") from None
+        raise SystemExit(f"{program(command)}: error: {error}") from None
 
 
 def config_from_command_line(command: str, path: str | None, overrides: Sequence[str],
@@ -133,9 +136,14 @@ def config_from_command_line(command: str, path: str | None, overrides: Sequence
     return config
 
 
+def program(command: str) -> str:
+    """The module a command runs as: bert.<command>, or `command` when it is a module name."""
+    return command if "." in command else f"bert.{command}"
+
+
 def usage_error(command: str, message: str) -> NoReturn:
     """Print `bert.<command>: error: <message>` as one line to stderr and exit with status 2."""
-    print(f"bert.{command}: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    print(f"{program(command)}: error: {' '.join(message.splitlines())}", file=sys.stderr)
     raise SystemExit(2)
 
 

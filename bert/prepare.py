@@ -1,7 +1,7 @@
 """Data preparation as its own command, so that many processes can share it.
 
     python -m bert.prepare --config experiments/pretrain/<name>.py --workdir DIR \
-        [--shard I --num_shards N] [--config.key=value ...]
+        [--shard I --num_shards N] [--config.key=value ...] [--print_config]
 
 Prepares (or finds prepared) the tokenizer and the stored examples that
 `python -m bert.pretrain` with the same config and work directory will use: the cache is
@@ -19,8 +19,11 @@ import json
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
+from ml_collections import ConfigDict
+
+from bert import cli
+from bert.config import pretraining_config
 from bert.data.records import data_tokenizer, prepare_pretraining_data
 from bert.metrics import setup_logging
 
@@ -35,15 +38,30 @@ def prepare(config, workdir: str, *, shard: int = 0, num_shards: int = 1) -> dic
     return share
 
 
+def _checked_as_read(config: ConfigDict) -> None:
+    """Nothing beyond the keys and types of the overrides (bert/cli.py): preparation reads
+    config.data (bert.data checks each key as it reads it), seed, max_seq_len,
+    max_predictions_per_seq and model.vocab_size, so a config holding only those will do."""
+
+
+def define_flags() -> None:
+    """Only when run as a command: the config flags of every command (bert/cli.py) and the
+    share's."""
+    cli.define_config_flags()
+    flags.DEFINE_string("workdir", None, "the pretraining work directory (cache: DIR/data)")
+    flags.DEFINE_integer("shard", 0, "this process's share, 0 .. num_shards - 1")
+    flags.DEFINE_integer("num_shards", 1, "processes sharing the preparation")
+
+
 def main(argv: list[str]) -> None:
-    del argv
     setup_logging()
+    config = cli.config_from_flags("prepare", argv, _checked_as_read, pretraining_config)
     options = flags.FLAGS
     try:
-        if not (options.workdir or options.config.data.cache_dir):
+        if not (options.workdir or config.data.cache_dir):
             raise ValueError("name --workdir (the cache goes to DIR/data) or "
                              "--config.data.cache_dir")
-        share = prepare(options.config, options.workdir or "", shard=options.shard,
+        share = prepare(config, options.workdir or "", shard=options.shard,
                         num_shards=options.num_shards)
     except (ValueError, OSError) as error:
         raise SystemExit(f"bert.prepare: error: {error}") from None
@@ -52,9 +70,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", None, "pretraining config file", lock_config=True)
-    flags.DEFINE_string("workdir", None, "the pretraining work directory (cache: DIR/data)")
-    flags.DEFINE_integer("shard", 0, "this process's share, 0 .. num_shards - 1")
-    flags.DEFINE_integer("num_shards", 1, "processes sharing the preparation")
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=cli.parse_flags)
