@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ml_collections import ConfigDict, config_dict
 
 from bert.model import PRESETS, BertConfig
-from bert.optim import SCHEDULES, effective_warmup
+from bert.optim import OPTIMIZERS, SCHEDULES
 
 
 def pretraining_config() -> ConfigDict:
@@ -117,7 +117,7 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("seed", ">= 0", lambda v: v >= 0),
     ("learning_rate", "> 0", lambda v: v > 0),
     ("eval_batches", ">= 0 (0 = the whole eval split)", lambda v: v >= 0),
-    ("optim.name", "'adamw' or 'lamb'", lambda v: v in ("adamw", "lamb")),
+    ("optim.name", "'adamw' or 'lamb'", lambda v: v in OPTIMIZERS),
     ("lr_schedule", "one of " + ", ".join(SCHEDULES), lambda v: v in SCHEDULES),
     ("model.initializer_range", "> 0", lambda v: v > 0),
     ("optim.b1", "in [0, 1)", lambda v: 0 <= v < 1),
@@ -151,75 +151,84 @@ def _known_keys(config: ConfigDict, prefix: str = "") -> set[str]:
     return keys
 
 
-def validate(config: ConfigDict) -> None:
-    """Raise ValueError naming the first bad key; runs before any data or compilation work.
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"config.{key}: {message}")
 
-    A warmup longer than the learning-rate schedule (a short run with only train_steps lowered)
-    is no error: config.warmup_steps is clamped to the schedule, with a warning.
-    """
-    unknown = sorted(_known_keys(config) - _known_keys(pretraining_config()))
+
+def _check_known(config: ConfigDict, defaults: ConfigDict) -> None:
+    """Every key of `config` is one `defaults` documents: a typo is an error, not a new key."""
+    unknown = sorted(_known_keys(config) - _known_keys(defaults))
     if unknown:
         raise ValueError(f"unknown config key(s): {', '.join('config.' + k for k in unknown)}")
 
-    def check(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ValueError(f"config.{key}: {message}")
 
+def _check_layout(config: ConfigDict) -> None:
+    """The keys both commands share for how a step runs: batch split, parallelism, failures."""
+    _check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
+           f"{config.batch_size} is not divisible by config.grad_accum_steps="
+           f"{config.grad_accum_steps}")
+    _check(config.parallelism in ("jit", "pmap"), "parallelism",
+           f"must be 'jit' or 'pmap', got {config.parallelism!r}")
+    _check(config.on_nonfinite in ("skip", "stop"), "on_nonfinite",
+           f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
+
+
+def validate(config: ConfigDict) -> None:
+    """Raise ValueError naming the first bad key; runs before any data or compilation work.
+    The config is left as it is: what is derived from it (the warmup cut to a short run's
+    schedule, bert.optim.OptimizerSettings.from_config) is derived where it is used."""
+    _check_known(config, pretraining_config())
     for key in ("train_steps", "batch_size", "grad_accum_steps", "max_seq_len", "log_every",
                 "eval_every", "checkpoint_every", "keep_checkpoints"):
-        check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
-    check(config.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {config.warmup_steps}")
-    check(config.schedule_steps >= 0, "schedule_steps",
-          f"must be >= 0 (0 = train_steps), got {config.schedule_steps}")
-    config.warmup_steps = effective_warmup(config)  # said once: later calls find it clamped
+        _check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
+    _check(config.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {config.warmup_steps}")
+    _check(config.schedule_steps >= 0, "schedule_steps",
+           f"must be >= 0 (0 = train_steps), got {config.schedule_steps}")
     for key, allowed, ok in _RANGES:
         value = functools.reduce(getattr, key.split("."), config)
-        check(ok(value), key, f"must be {allowed}, got {value!r}")
-    check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
-          f"{config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
-    check(config.model.preset in PRESETS, "model.preset",
-          f"{config.model.preset!r} is not one of {', '.join(PRESETS)}")
-    check(config.parallelism in ("jit", "pmap"), "parallelism",
-          f"must be 'jit' or 'pmap', got {config.parallelism!r}")
-    check(config.on_nonfinite in ("skip", "stop"), "on_nonfinite",
-          f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
-    check(config.objective in ("mlm", "ltr"), "objective",
-          f"must be 'mlm' or 'ltr', got {config.objective!r}")
-    check(config.objective == "mlm" or config.data.nsp_weight == 0, "data.nsp_weight",
-          f"must be 0 with config.objective='ltr' (no NSP), got {config.data.nsp_weight}")
+        _check(ok(value), key, f"must be {allowed}, got {value!r}")
+    _check_layout(config)
+    _check(config.model.preset in PRESETS, "model.preset",
+           f"{config.model.preset!r} is not one of {', '.join(PRESETS)}")
+    _check(config.objective in ("mlm", "ltr"), "objective",
+           f"must be 'mlm' or 'ltr', got {config.objective!r}")
+    _check(config.objective == "mlm" or config.data.nsp_weight == 0, "data.nsp_weight",
+           f"must be 0 with config.objective='ltr' (no NSP), got {config.data.nsp_weight}")
     model = model_config(config)  # raises on heads not dividing hidden, bad dtype or remat
-    check(config.max_seq_len <= model.max_position_embeddings, "max_seq_len",
-          f"{config.max_seq_len} does not fit the position table "
-          f"(config.model.max_position_embeddings={model.max_position_embeddings})")
-    check(config.max_seq_len >= 8, "max_seq_len", f"{config.max_seq_len} is too short for a pair")
+    _check(config.max_seq_len <= model.max_position_embeddings, "max_seq_len",
+           f"{config.max_seq_len} does not fit the position table "
+           f"(config.model.max_position_embeddings={model.max_position_embeddings})")
+    _check(config.max_seq_len >= 8, "max_seq_len", f"{config.max_seq_len} is too short for a pair")
     # Three special tokens per pair are never masked.
     maskable = config.max_seq_len - 3
-    check(1 <= config.max_predictions_per_seq <= maskable, "max_predictions_per_seq",
-          f"{config.max_predictions_per_seq} must be between 1 and the {maskable} maskable tokens "
-          f"of config.max_seq_len={config.max_seq_len}")
-    check(config.data.masking in ("dynamic", "static"), "data.masking",
-          f"must be 'dynamic' or 'static', got {config.data.masking!r}")
-    check(0.0 < config.data.mask_prob < 1.0, "data.mask_prob",
-          f"must be in (0, 1), got {config.data.mask_prob}")
+    _check(1 <= config.max_predictions_per_seq <= maskable, "max_predictions_per_seq",
+           f"{config.max_predictions_per_seq} must be between 1 and the {maskable} maskable tokens "
+           f"of config.max_seq_len={config.max_seq_len}")
+    _check(config.data.masking in ("dynamic", "static"), "data.masking",
+           f"must be 'dynamic' or 'static', got {config.data.masking!r}")
+    _check(0.0 < config.data.mask_prob < 1.0, "data.mask_prob",
+           f"must be in (0, 1), got {config.data.mask_prob}")
     ratios = (config.data.mask_token_ratio, config.data.random_token_ratio, config.data.keep_token_ratio)
-    check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
-          f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
-    check(config.data.nsp_weight >= 0, "data.nsp_weight",
-          f"must be >= 0, got {config.data.nsp_weight}")
-    check(int(config.data.prep_workers) >= 0, "data.prep_workers",
-          f"must be >= 0 (0 = one per core), got {config.data.prep_workers}")
-    check(isinstance(config.data.packing, bool), "data.packing",
-          f"must be True or False, got {config.data.packing!r}")
-    check(int(config.data.max_instances_per_pack) >= 1, "data.max_instances_per_pack",
-          f"must be >= 1, got {config.data.max_instances_per_pack}")
+    _check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
+           f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
+    _check(config.data.nsp_weight >= 0, "data.nsp_weight",
+           f"must be >= 0, got {config.data.nsp_weight}")
+    _check(int(config.data.prep_workers) >= 0, "data.prep_workers",
+           f"must be >= 0 (0 = one per core), got {config.data.prep_workers}")
+    _check(isinstance(config.data.packing, bool), "data.packing",
+           f"must be True or False, got {config.data.packing!r}")
+    _check(int(config.data.max_instances_per_pack) >= 1, "data.max_instances_per_pack",
+           f"must be >= 1, got {config.data.max_instances_per_pack}")
     if config.data.packing:
         # A packed row has at most max_seq_len - 3 maskable tokens, like a full unpacked row;
         # with this many prediction slots its masks are never cut short.
         needed = round((config.max_seq_len - 3) * config.data.mask_prob)
-        check(config.max_predictions_per_seq >= needed, "max_predictions_per_seq",
-              f"{config.max_predictions_per_seq} is below the {needed} masks a full packed row "
-              f"gets (mask_prob x (max_seq_len - 3)); raise it or turn config.data.packing off")
-    check(bool(config.data.train_files), "data.train_files", "is empty: name the training text files")
+        _check(config.max_predictions_per_seq >= needed, "max_predictions_per_seq",
+               f"{config.max_predictions_per_seq} is below the {needed} masks a full packed row "
+               f"gets (mask_prob x (max_seq_len - 3)); raise it or turn config.data.packing off")
+    _check(bool(config.data.train_files), "data.train_files",
+           "is empty: name the training text files")
 
 
 def model_config(config: ConfigDict) -> BertConfig:
@@ -411,62 +420,44 @@ def seeds(config: ConfigDict) -> tuple[int, ...]:
 
 
 def validate_finetuning(config: ConfigDict) -> None:
-    """Raise ValueError naming the first bad key, before reading data or compiling."""
-    from bert.tasks.feature_probe import STRATEGIES  # the task families import this module
-    from bert.tasks.registry import TASK_NAMES
-
-    unknown = sorted(_known_keys(config) - _known_keys(finetuning_config()))
-    if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join('config.' + k for k in unknown)}")
-
-    def check(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ValueError(f"config.{key}: {message}")
-
-    check(config.task in TASK_NAMES, "task", f"{config.task!r} is not one of {', '.join(TASK_NAMES)}")
-    check(bool(config.init_checkpoint), "init_checkpoint",
-          "is empty: name a model folder or pretraining work directory")
-    check(bool(config.train_file), "train_file", "is empty: name the training file")
+    """Raise ValueError naming the first bad key among those every task reads, before reading
+    data or compiling. The task name and the keys only one family reads (SQuAD's windows, the
+    feature probe's strategy, the classify reader) are its family's to check: the whole check
+    of a fine-tuning config is bert.tasks.registry.validate."""
+    _check_known(config, finetuning_config())
+    _check(bool(config.init_checkpoint), "init_checkpoint",
+           "is empty: name a model folder or pretraining work directory")
+    _check(bool(config.train_file), "train_file", "is empty: name the training file")
     for key in ("max_seq_len", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every",
-                "keep_checkpoints", "n_best_size", "max_answer_length", "doc_stride",
-                "max_query_length", "lstm_size"):
-        check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
-    check(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = every epoch)")
-    check(config.num_train_epochs > 0, "num_train_epochs", "must be > 0")
-    check(0.0 <= config.warmup_proportion <= 1.0, "warmup_proportion", "must be in [0, 1]")
-    check(config.weight_decay >= 0, "weight_decay", "must be >= 0")
-    check(0.0 <= config.dropout_rate < 1.0, "dropout_rate", "must be in [0, 1)")
-    check(config.batch_size % config.grad_accum_steps == 0, "batch_size",
-          f"{config.batch_size} is not divisible by config.grad_accum_steps={config.grad_accum_steps}")
-    check(config.parallelism in ("jit", "pmap"), "parallelism",
-          f"must be 'jit' or 'pmap', got {config.parallelism!r}")
-    check(config.on_nonfinite in ("skip", "stop"), "on_nonfinite",
-          f"must be 'skip' or 'stop', got {config.on_nonfinite!r}")
-    check(config.dtype in ("float32", "bfloat16", "float16"), "dtype",
-          f"must be float32, bfloat16 or float16, got {config.dtype!r}")
-    check(config.reader.quoting in ("", "minimal", "none"), "reader.quoting",
-          f"must be '', 'minimal' or 'none', got {config.reader.quoting!r}")
-    check(config.feature_strategy in STRATEGIES, "feature_strategy",
-          f"{config.feature_strategy!r} is not one of {', '.join(STRATEGIES)}")
-    check(not (config.task == "ner_features" and config.random_init), "random_init",
-          "ner_features reads features of the trained encoder; a random one is not supported")
+                "keep_checkpoints"):
+        _check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
+    _check(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = every epoch)")
+    _check(config.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+    _check(0.0 <= config.warmup_proportion <= 1.0, "warmup_proportion", "must be in [0, 1]")
+    _check(config.weight_decay >= 0, "weight_decay", "must be >= 0")
+    _check(0.0 <= config.dropout_rate < 1.0, "dropout_rate", "must be in [0, 1)")
+    _check_layout(config)
+    _check(config.dtype in ("float32", "bfloat16", "float16"), "dtype",
+           f"must be float32, bfloat16 or float16, got {config.dtype!r}")
     learning_rates(config)
     seeds(config)
     length_buckets(config)
     if config.select_on_dev:
-        check(bool(config.eval_file), "select_on_dev", "needs config.eval_file to select on")
-    check(not config.task.startswith("squad") or config.max_query_length + 3 < config.max_seq_len,
-          "max_query_length", f"{config.max_query_length} + 3 must be below "
-          f"config.max_seq_len={config.max_seq_len} to leave room for context tokens")
-    check(not config.eval_every or bool(config.eval_file), "eval_every",
-          f"{config.eval_every} evaluates on config.eval_file, which is empty: name the dev file "
-          "(or leave config.eval_every at 0)")
+        _check(bool(config.eval_file), "select_on_dev", "needs config.eval_file to select on")
+    _check(not config.eval_every or bool(config.eval_file), "eval_every",
+           f"{config.eval_every} evaluates on config.eval_file, which is empty: name the dev file "
+           "(or leave config.eval_every at 0)")
+
+
+def default_buckets(max_seq_len: int, count: int = 4, multiple: int = 8) -> tuple[int, ...]:
+    """`count` lengths evenly spaced up to max_seq_len, rounded up to a multiple of 8."""
+    lengths = {min(max_seq_len, -(-max_seq_len * (i + 1) // count // multiple) * multiple)
+               for i in range(count)}
+    return tuple(sorted(lengths | {max_seq_len}))
 
 
 def length_buckets(config: ConfigDict) -> tuple[int, ...]:
     """Padded lengths of batches: config.length_buckets, or 4 even steps up to max_seq_len."""
-    from bert.tasks.batches import default_buckets
-
     text = str(config.length_buckets).strip()
     if not text:
         return default_buckets(int(config.max_seq_len))

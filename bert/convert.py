@@ -61,8 +61,8 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from bert import checkpoint, files
-from bert.heads import (TASK_FILE, Pretrained, TaskHead, check_task_params, read_task_head,
-                        save_task_head)
+from bert.heads import (HEAD_KINDS, TASK_FILE, Pretrained, TaskHead, check_task_params,
+                        read_task_head, save_task_head)
 from bert.model import BertConfig, BertForPreTraining, init_params
 from bert.tokenizer import SentencePieceTokenizer, load_tokenizer
 
@@ -83,24 +83,6 @@ class ConversionError(ValueError):
     """The input cannot be converted exactly; the message lists every offending name."""
 
 
-@dataclasses.dataclass(frozen=True)
-class _HFHead:
-    """How a task head appears in transformers."""
-
-    architecture: str  # the model class, config.json's `architectures`
-    tensor_prefix: str  # of its head tensors: `<prefix>.weight`, `<prefix>.bias`
-    param: str  # the head's name in this project's params
-    pooled: bool  # whether the transformers model has a pooler
-
-
-_HF_HEADS = {
-    "sequence_classification": _HFHead("BertForSequenceClassification", "classifier", "classifier", True),
-    "regression": _HFHead("BertForSequenceClassification", "classifier", "classifier", True),
-    "token_classification": _HFHead("BertForTokenClassification", "classifier", "classifier", False),
-    "question_answering": _HFHead("BertForQuestionAnswering", "qa_outputs", "span", False),
-    "multiple_choice": _HFHead("BertForMultipleChoice", "classifier", "classifier", True),
-}
-_LABELLED_KINDS = ("sequence_classification", "regression", "token_classification")
 _HF_DEFAULT_LABEL = "LABEL_0"  # transformers' name for an unnamed first label
 
 
@@ -153,7 +135,7 @@ def config_to_hf(config: BertConfig, *, pad_token_id: int = 0,
     """A config.json that transformers reads as this model: BertForPreTraining, or the class of
     `head` with its labels."""
     values = {
-        "architectures": [_HF_HEADS[head.kind].architecture if head else "BertForPreTraining"],
+        "architectures": [head.head_kind.hf_class if head else "BertForPreTraining"],
         "model_type": "bert",
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
@@ -172,7 +154,7 @@ def config_to_hf(config: BertConfig, *, pad_token_id: int = 0,
         "tie_word_embeddings": True,
         "dtype": "float32",
     }
-    if head is not None and head.kind in _LABELLED_KINDS:
+    if head is not None and head.head_kind.labelled:
         labels = head.labels or (_HF_DEFAULT_LABEL,)  # an unnamed regression value
         values["id2label"] = {str(i): label for i, label in enumerate(labels)}
         values["label2id"] = {label: i for i, label in enumerate(labels)}
@@ -208,12 +190,12 @@ def task_head_from_hf(values: dict[str, Any], tensor_names: Any, source: str) ->
     architectures = values.get("architectures") or []
     if not isinstance(architectures, list):
         raise ConversionError(f"{source}: architectures must be a list of class names, got {architectures!r}")
-    by_architecture = {h.architecture: kind for kind, h in _HF_HEADS.items() if kind != "regression"}
+    by_architecture = {h.hf_class: kind for kind, h in HEAD_KINDS.items() if kind != "regression"}
     named = sorted({a for a in architectures if a in by_architecture})
     if len(named) > 1:
         raise ConversionError(f"{source}: architectures names several task heads: {', '.join(named)}")
     if not named:
-        if any(n.startswith(_HF_HEADS["question_answering"].tensor_prefix + ".") for n in tensor_names):
+        if any(n.startswith(HEAD_KINDS["question_answering"].hf_prefix + ".") for n in tensor_names):
             return TaskHead("question_answering")
         if any(n.startswith("classifier.") for n in tensor_names):
             raise ConversionError(
@@ -223,7 +205,7 @@ def task_head_from_hf(values: dict[str, Any], tensor_names: Any, source: str) ->
         return None
     kind = by_architecture[named[0]]
     labels: tuple[str, ...] = ()
-    if kind in _LABELLED_KINDS:
+    if HEAD_KINDS[kind].labelled:
         labels = _hf_labels(values, source)
     if kind == "sequence_classification":
         problem_type = values.get("problem_type")
@@ -351,7 +333,7 @@ def _one_to_one(config: BertConfig, head: TaskHead | None = None) -> list[tuple[
         ("pooler.dense.bias", ("bert", "pooler", "bias"), False),
     ]
     if head is not None:
-        hf, param = _HF_HEADS[head.kind].tensor_prefix, _HF_HEADS[head.kind].param
+        hf, param = head.head_kind.hf_prefix, head.head_kind.param
         return entries + [(f"{hf}.weight", (param, "kernel"), True),
                           (f"{hf}.bias", (param, "bias"), False)]
     entries += [
@@ -389,16 +371,7 @@ _OPTIONAL_GROUPS = {"pooler": (_POOLER, ("bert", "pooler")), "mlm": (_MLM_HEAD, 
 _DECODER_WEIGHT = "cls.predictions.decoder.weight"
 _DECODER_BIAS = "cls.predictions.decoder.bias"
 # Prefixes of the names that live outside the `bert.` encoder.
-_HEAD_PREFIXES = ("cls.",) + tuple(sorted({h.tensor_prefix + "." for h in _HF_HEADS.values()}))
-
-
-def _head_outputs(head: TaskHead) -> int:
-    """Rows of the head's weight: one per label, one score, or start and end."""
-    if head.kind == "question_answering":
-        return 2
-    if head.kind in ("regression", "multiple_choice"):
-        return 1
-    return len(head.labels)
+_HEAD_PREFIXES = ("cls.",) + tuple(sorted({h.hf_prefix + "." for h in HEAD_KINDS.values()}))
 
 
 def hf_shapes(config: BertConfig, head: TaskHead | None = None) -> dict[str, tuple[int, ...]]:
@@ -406,8 +379,8 @@ def hf_shapes(config: BertConfig, head: TaskHead | None = None) -> dict[str, tup
     of `config` may hold."""
     h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
     if head is not None:
-        prefix = _HF_HEADS[head.kind].tensor_prefix
-        heads = {f"{prefix}.weight": (_head_outputs(head), h), f"{prefix}.bias": (_head_outputs(head),)}
+        prefix, outputs = head.head_kind.hf_prefix, head.head_kind.num_outputs(head.labels)
+        heads = {f"{prefix}.weight": (outputs, h), f"{prefix}.bias": (outputs,)}
     else:
         heads = {
             "cls.predictions.transform.dense.weight": (h, h),
@@ -630,7 +603,7 @@ def params_to_hf(params: Params, config: BertConfig,
 
     tensors: dict[str, np.ndarray] = {}
     for name, path, transposed in _one_to_one(config, head):
-        if head is not None and not _HF_HEADS[head.kind].pooled and name in _POOLER:
+        if head is not None and not head.head_kind.hf_pooled and name in _POOLER:
             continue  # transformers' model has no pooler: it would be an unexpected key
         tensors[hf_name(name)] = get(path).T if transposed else get(path)
     h = config.hidden_size
@@ -733,7 +706,7 @@ def _head_notes(values: dict[str, Any], head: TaskHead, source: str) -> list[str
                      f"out before the head at hidden_dropout_prob")
     label2id = values.get("label2id")
     labels = head.labels or ((_HF_DEFAULT_LABEL,) if head.kind == "regression" else ())
-    if head.kind in _LABELLED_KINDS and label2id is not None and label2id != {
+    if head.head_kind.labelled and label2id is not None and label2id != {
             label: i for i, label in enumerate(labels)}:
         notes.append(f"{source}: label2id disagrees with id2label; id2label was used")
     return notes

@@ -37,11 +37,10 @@ from etils import epath
 from ml_collections import ConfigDict
 
 from bert import checkpoint, cli, convert, files, heads, trainer
-from bert.config import (finetuning_config, learning_rates, length_buckets, seeds,
-                         validate_finetuning)
+from bert.config import finetuning_config, learning_rates, length_buckets, seeds
 from bert.files import write_atomically
 from bert.metrics import MetricsWriter
-from bert.optim import learning_rate_schedule, make_optimizer
+from bert.optim import OptimizerSettings, learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
 from bert.tasks import TaskDataError, batches, registry
 
@@ -50,15 +49,14 @@ BEST_DIR = "best"  # with select_on_dev: params of the checkpoint best on dev, a
 FEATURE_CACHE_DIR = "feature_cache"  # default config.feature_cache_dir, under DIR
 
 
-def optimizer_config(config: ConfigDict, train_steps: int) -> ConfigDict:
-    """The pretraining optimizer keys for a fine-tuning run of `train_steps` steps: warmup over
-    warmup_proportion of them (rounded down, as the original code), then linear decay to 0."""
-    return ConfigDict(dict(
-        learning_rate=float(config.learning_rate), train_steps=int(train_steps),
-        warmup_steps=int(train_steps * config.warmup_proportion), schedule_steps=0,
-        optim=dict(name=config.optim.name, b1=config.optim.b1, b2=config.optim.b2,
-                   eps=config.optim.eps, weight_decay=config.weight_decay,
-                   clip_norm=config.optim.clip_norm)))
+def optimizer_settings(config: ConfigDict, train_steps: int) -> OptimizerSettings:
+    """The optimizer of a fine-tuning run of `train_steps` steps: warmup over warmup_proportion
+    of them (rounded down, as the original code), then linear decay to 0."""
+    return OptimizerSettings(
+        learning_rate=float(config.learning_rate), total_steps=int(train_steps),
+        warmup_steps=int(train_steps * config.warmup_proportion), name=config.optim.name,
+        b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
+        weight_decay=config.weight_decay, clip_norm=config.optim.clip_norm)
 
 
 def predict(runner: Runner, params: Any, split: registry.Split, config: ConfigDict
@@ -191,7 +189,7 @@ def finetune_one(config: ConfigDict, workdir: str, *,
                          f"config.num_train_epochs={config.num_train_epochs}")
     model = family.model(bert_config)
     task = family.task(model)
-    optimizer = optimizer_config(config, plan.steps)
+    optimizer = optimizer_settings(config, plan.steps)
     runner = build_runner(config, task, make_optimizer(optimizer))
     head = family.task_head(model)
     fingerprint = _fingerprint(config, head=head.kind if head else None,
@@ -322,7 +320,7 @@ def _run_name(learning_rate: float, seed: int) -> str:
 def finetune(config: ConfigDict, workdir: str) -> dict[str, Any]:
     """The run config describes: one run in `workdir`, or the grid of config.lr_grid x
     config.seeds in workdir/runs/ with a summary (finished runs are not redone)."""
-    validate_finetuning(config)
+    registry.validate(config)
     if not config.feature_cache_dir:  # one cache for every run under workdir
         config = config.copy_and_resolve_references()
         config.feature_cache_dir = str(files.path(workdir) / FEATURE_CACHE_DIR)
@@ -387,7 +385,7 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-    cli.run_command("finetune", argv, validate_finetuning, finetuning_config, finetune)
+    cli.run_command("finetune", argv, registry.validate, finetuning_config, finetune)
 
 
 if __name__ == "__main__":

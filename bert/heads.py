@@ -14,7 +14,7 @@ A fine-tuned model folder (or fine-tuning work directory) says which head it hol
 
     {"task": "sequence_classification", "labels": ["negative", "positive"]}
 
-`task` is one of TASK_KINDS; `labels` are the label strings in logit order (two or more for
+`task` is one of HEAD_KINDS (the table of head kinds); `labels` are the label strings in logit order (two or more for
 sequence and token classification; at most one, the predicted quantity's name, for regression;
 none for question answering and multiple choice). A folder without it is a pretrained encoder.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,8 +42,6 @@ Array = jax.Array
 Params = dict
 
 TASK_FILE = "task.json"
-TASK_KINDS = ("sequence_classification", "regression", "token_classification",
-              "question_answering", "multiple_choice")
 
 
 def _encode(config: BertConfig, input_ids: Array, segment_ids: Array, input_mask: Array,
@@ -150,26 +148,64 @@ class BertForMultipleChoice(nn.Module):
 # task.json: which head a model folder holds
 
 
-# How many labels each kind takes (least, most; None: no limit), and how to say it.
-_LABEL_COUNTS: dict[str, tuple[int, int | None, str]] = {
-    "sequence_classification": (2, None, "at least 2 labels"),
-    "regression": (0, 1, "at most 1 label (the name of the predicted value)"),
-    "token_classification": (2, None, "at least 2 labels"),
-    "question_answering": (0, 0, "no labels"),
-    "multiple_choice": (0, 0, "no labels"),
-}
+@dataclasses.dataclass(frozen=True)
+class HeadKind:
+    """One kind of task head: the labels it takes, the model it makes, and how transformers
+    names it (bert/convert.py). HEAD_KINDS is the one table every part that knows heads reads:
+    task.json, fine-tuning (each family names the kinds it trains), and conversion."""
+
+    name: str  # task.json's "task"
+    model: Callable[[BertConfig, int], nn.Module]  # (encoder config, number of labels) -> model
+    min_labels: int
+    max_labels: int | None  # None: no limit
+    labels_said: str  # how the label count is said in an error
+    outputs: int | None  # rows of the head's kernel; None: one per label
+    param: str  # the head's dense layer in the params
+    hf_class: str  # transformers' model class: config.json's `architectures`
+    hf_prefix: str  # transformers' head tensors: `<prefix>.weight`, `<prefix>.bias`
+    hf_pooled: bool  # whether transformers' model has a pooler
+
+    @property
+    def labelled(self) -> bool:
+        """Whether its labels are a config.json label map (id2label, label2id)."""
+        return self.max_labels != 0
+
+    @property
+    def counts_labels(self) -> bool:
+        """Whether the head has one output per label, so a head trained for another label set
+        has another shape."""
+        return self.outputs is None
+
+    def num_outputs(self, labels: Sequence[str]) -> int:
+        return len(labels) if self.outputs is None else self.outputs
+
+
+HEAD_KINDS: dict[str, HeadKind] = {kind.name: kind for kind in (
+    HeadKind("sequence_classification", BertForSequenceClassification, 2, None,
+             "at least 2 labels", None, "classifier", "BertForSequenceClassification",
+             "classifier", True),
+    HeadKind("regression", lambda config, _: BertForSequenceClassification(config, 1), 0, 1,
+             "at most 1 label (the name of the predicted value)", 1, "classifier",
+             "BertForSequenceClassification", "classifier", True),
+    HeadKind("token_classification", BertForTokenClassification, 2, None, "at least 2 labels",
+             None, "classifier", "BertForTokenClassification", "classifier", False),
+    HeadKind("question_answering", lambda config, _: BertForQuestionAnswering(config), 0, 0,
+             "no labels", 2, "span", "BertForQuestionAnswering", "qa_outputs", False),
+    HeadKind("multiple_choice", lambda config, _: BertForMultipleChoice(config), 0, 0,
+             "no labels", 1, "classifier", "BertForMultipleChoice", "classifier", True),
+)}
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskHead:
-    """The head a fine-tuned model has: its kind (one of TASK_KINDS) and labels in logit order."""
+    """The head a fine-tuned model has: its kind (one of HEAD_KINDS) and labels in logit order."""
 
     kind: str
     labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in TASK_KINDS:
-            raise ValueError(f"task: {self.kind!r} is not one of {', '.join(TASK_KINDS)}")
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"task: {self.kind!r} is not one of {', '.join(HEAD_KINDS)}")
         if isinstance(self.labels, str) or not isinstance(self.labels, Sequence):
             raise ValueError(f"labels: expected a list of strings, got {self.labels!r}")
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -179,21 +215,18 @@ class TaskHead:
         repeated = sorted({label for label in self.labels if self.labels.count(label) > 1})
         if repeated:
             raise ValueError(f"labels: repeated {', '.join(map(repr, repeated))}")
-        least, most, said = _LABEL_COUNTS[self.kind]
-        if len(self.labels) < least or (most is not None and len(self.labels) > most):
-            raise ValueError(f"labels: a {self.kind} head takes {said}, got {len(self.labels)}")
+        kind = self.head_kind
+        count = len(self.labels)
+        if count < kind.min_labels or (kind.max_labels is not None and count > kind.max_labels):
+            raise ValueError(f"labels: a {self.kind} head takes {kind.labels_said}, got {count}")
+
+    @property
+    def head_kind(self) -> HeadKind:
+        return HEAD_KINDS[self.kind]
 
     def model(self, config: BertConfig) -> nn.Module:
         """The task model this head describes, on an encoder of `config`."""
-        if self.kind == "sequence_classification":
-            return BertForSequenceClassification(config, num_labels=len(self.labels))
-        if self.kind == "regression":
-            return BertForSequenceClassification(config, num_labels=1)
-        if self.kind == "token_classification":
-            return BertForTokenClassification(config, num_labels=len(self.labels))
-        if self.kind == "question_answering":
-            return BertForQuestionAnswering(config)
-        return BertForMultipleChoice(config)
+        return self.head_kind.model(config, len(self.labels))
 
     def to_json(self) -> str:
         return json.dumps({"task": self.kind, "labels": list(self.labels)}, indent=2,
@@ -208,7 +241,7 @@ class TaskHead:
         if unknown:
             raise ValueError(f"{source}: unknown fields {', '.join(unknown)}")
         if "task" not in values:
-            raise ValueError(f"{source}: task is missing (one of {', '.join(TASK_KINDS)})")
+            raise ValueError(f"{source}: task is missing (one of {', '.join(HEAD_KINDS)})")
         try:
             return cls(values["task"], values.get("labels", ()))
         except ValueError as e:
@@ -289,8 +322,7 @@ def _same_head(saved: TaskHead | None, model: nn.Module, labels: Sequence[str] |
         return False
     if labels is not None and tuple(labels) != saved.labels:
         return False
-    counted = saved.kind in ("sequence_classification", "token_classification")
-    return not counted or len(saved.labels) == model.num_labels
+    return not HEAD_KINDS[saved.kind].counts_labels or len(saved.labels) == model.num_labels
 
 
 @dataclasses.dataclass

@@ -6,6 +6,7 @@ written by any version of this module restore into any other.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Callable
 
@@ -14,29 +15,59 @@ import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
-
-def _schedule_length(config: ConfigDict) -> int:
-    return int(config.schedule_steps or config.train_steps)
-
-
-def effective_warmup(config: ConfigDict) -> int:
-    """config.warmup_steps, or the whole schedule when the warmup would outlast it (a short run
-    with only train_steps lowered), with a warning that says so."""
-    warmup, total = int(config.warmup_steps), _schedule_length(config)
-    if warmup <= total:
-        return warmup
-    horizon = (f"config.schedule_steps={total}" if config.schedule_steps
-               else f"config.train_steps={total}")
-    logging.warning("config.warmup_steps=%d is longer than the learning-rate schedule (%s): "
-                    "warming up over all %d steps instead", warmup, horizon, total)
-    return total
-
-
 SCHEDULES = ("linear", "one_cycle", "cosine", "inverse_sqrt")
+OPTIMIZERS = ("adamw", "lamb")
 
 
-def learning_rate_schedule(config: ConfigDict) -> optax.Schedule:
-    """The learning rate at each step, by `config.lr_schedule` (default "linear"):
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+    """What the optimizer and its learning-rate schedule are made of; bert/config.py says what
+    each config key means. Pretraining reads them from its config (`from_config`), fine-tuning
+    from its recipe (bert.finetune.optimizer_settings)."""
+
+    learning_rate: float  # peak, reached after warmup
+    total_steps: int  # the schedule's horizon: every decay ends here
+    warmup_steps: int  # at most total_steps
+    lr_schedule: str = "linear"  # one of SCHEDULES
+    name: str = "adamw"  # one of OPTIMIZERS
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    weight_decay: float = 0.01  # not on LayerNorm params and biases
+    clip_norm: float = 1.0  # global gradient-norm clip; 0 disables
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"config.lr_schedule must be one of {', '.join(SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"config.optim.name must be adamw or lamb, got {self.name!r}")
+        if not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be between 0 and the "
+                             f"schedule's {self.total_steps} steps")
+
+    @classmethod
+    def from_config(cls, config: ConfigDict) -> "OptimizerSettings":
+        """Of a pretraining config: the schedule ends at config.schedule_steps, or at
+        config.train_steps when that is 0. A warmup longer than the schedule (a short run with
+        only train_steps lowered) is no error: it is cut to the schedule, with a warning."""
+        total = int(config.schedule_steps or config.train_steps)
+        warmup = int(config.warmup_steps)
+        if warmup > total:
+            horizon = (f"config.schedule_steps={total}" if config.schedule_steps
+                       else f"config.train_steps={total}")
+            logging.warning("config.warmup_steps=%d is longer than the learning-rate schedule "
+                            "(%s): warming up over all %d steps instead", warmup, horizon, total)
+            warmup = total
+        optim = config.optim
+        return cls(learning_rate=float(config.learning_rate), total_steps=total,
+                   warmup_steps=warmup, lr_schedule=config.get("lr_schedule", "linear"),
+                   name=optim.name, b1=optim.b1, b2=optim.b2, eps=optim.eps,
+                   weight_decay=optim.weight_decay, clip_norm=optim.clip_norm)
+
+
+def learning_rate_schedule(settings: OptimizerSettings) -> optax.Schedule:
+    """The learning rate at each step, by `settings.lr_schedule`:
 
     - linear: linear warmup from 0 to `learning_rate` over `warmup_steps`, then linear decay to 0
       (the paper's); with warmup_steps half the schedule it is the triangular schedule.
@@ -45,21 +76,17 @@ def learning_rate_schedule(config: ConfigDict) -> optax.Schedule:
     - cosine: linear warmup, then a half cosine down to 0.
     - inverse_sqrt: linear warmup, then learning_rate · sqrt(warmup_steps / step) (no end).
 
-    Every decay ends at `schedule_steps`, or at `train_steps` when that is 0; a longer warmup is
-    cut to the schedule (`effective_warmup`).
+    Every decay ends at `total_steps`.
     """
-    peak = float(config.learning_rate)
-    warmup, total = effective_warmup(config), _schedule_length(config)
-    shape = config.get("lr_schedule", "linear")
-    if shape not in SCHEDULES:
-        raise ValueError(f"config.lr_schedule must be one of {', '.join(SCHEDULES)}, got {shape!r}")
-    if shape == "one_cycle":
+    peak = float(settings.learning_rate)
+    warmup, total = settings.warmup_steps, settings.total_steps
+    if settings.lr_schedule == "one_cycle":
         return optax.cosine_onecycle_schedule(
             max(total, 1), peak, pct_start=min(max(warmup, 1) / max(total, 1), 1.0))
     ramp = optax.linear_schedule(0.0, peak, max(warmup, 1))
-    if shape == "cosine":
+    if settings.lr_schedule == "cosine":
         decay = optax.cosine_decay_schedule(peak, max(total - warmup, 1))
-    elif shape == "inverse_sqrt":
+    elif settings.lr_schedule == "inverse_sqrt":
         def decay(count: jax.Array) -> jax.Array:
             return peak * jnp.sqrt(max(warmup, 1) / (count + max(warmup, 1)))
     else:
@@ -101,26 +128,23 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
     return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
 
 
-def make_optimizer(config: ConfigDict, clip: Callable[[float], Any] = clip_by_global_norm
+def make_optimizer(settings: OptimizerSettings,
+                   clip: Callable[[float], Any] = clip_by_global_norm
                    ) -> optax.GradientTransformationExtraArgs:
-    """The optimizer named by `config.optim.name` ("adamw" or "lamb").
+    """The optimizer `settings.name` names ("adamw" or "lamb") on its learning-rate schedule.
 
     `update` accepts `global_norm=` (the gradients' global norm, when the caller has it).
     `clip` builds the clipping transformation (the benchmark swaps in optax's to measure ours).
     """
-    optim = config.optim
-    schedule = learning_rate_schedule(config)
     factories = {"adamw": optax.adamw, "lamb": optax.lamb}
-    if optim.name not in factories:
-        raise ValueError(f"config.optim.name must be adamw or lamb, got {optim.name!r}")
-    update = factories[optim.name](
-        schedule,
-        b1=optim.b1,
-        b2=optim.b2,
-        eps=optim.eps,
-        weight_decay=optim.weight_decay,
+    update = factories[settings.name](
+        learning_rate_schedule(settings),
+        b1=settings.b1,
+        b2=settings.b2,
+        eps=settings.eps,
+        weight_decay=settings.weight_decay,
         mask=decay_mask,
     )
-    if optim.clip_norm:
-        return optax.chain(clip(optim.clip_norm), update)
+    if settings.clip_norm:
+        return optax.chain(clip(settings.clip_norm), update)
     return optax.with_extra_args_support(update)

@@ -28,7 +28,7 @@ from bert import checkpoint, cli, data, files, trainer
 from bert.config import model_config, pretraining_config, validate
 from bert.metrics import MetricsWriter
 from bert.model import BertForPreTraining
-from bert.optim import learning_rate_schedule, make_optimizer
+from bert.optim import OptimizerSettings, learning_rate_schedule, make_optimizer
 from bert.partitioning import Runner, build_runner
 from bert.train import LeftToRightTask, PretrainingTask
 
@@ -45,11 +45,14 @@ _NOT_FINGERPRINTED = ("log_every", "eval_every", "eval_batches", "checkpoint_eve
                       "data.part_mb", "data.cache_dir", "data.local_cache_dir")
 
 
-def run_fingerprint(config: ConfigDict) -> dict[str, Any]:
-    """What defines a pretraining run (bert.trainer.claim_workdir compares it on a rerun)."""
-    return trainer.run_fingerprint(
+def run_fingerprint(config: ConfigDict, optimizer: OptimizerSettings) -> dict[str, Any]:
+    """What defines a pretraining run (bert.trainer.claim_workdir compares it on a rerun); the
+    warmup as the schedule runs it (cut to a short run's horizon)."""
+    fingerprint = trainer.run_fingerprint(
         config, ignored=_NOT_FINGERPRINTED, command="pretrain",
-        lr_horizon_steps=int(config.schedule_steps or config.train_steps))
+        lr_horizon_steps=optimizer.total_steps)
+    fingerprint["config.warmup_steps"] = optimizer.warmup_steps
+    return fingerprint
 
 
 def evaluate(runner: Runner, params: Any, batches: Iterable[dict[str, np.ndarray]]
@@ -72,7 +75,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     signal stopped the run early).
     """
     validate(config)
-    fingerprint = run_fingerprint(config)
+    optimizer = OptimizerSettings.from_config(config)
+    fingerprint = run_fingerprint(config, optimizer)
     trainer.claim_workdir(workdir, fingerprint, overwrite=config.overwrite, keep=(DATA_DIR,))
     files.path(workdir).mkdir(parents=True, exist_ok=True)
     bert_config = model_config(config)
@@ -86,7 +90,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     model = BertForPreTraining(bert_config)
     task = (LeftToRightTask(model) if config.objective == "ltr"
             else PretrainingTask(model, config.data.nsp_weight))
-    runner = build_runner(config, task, make_optimizer(config))  # checks the batch layout
+    runner = build_runner(config, task, make_optimizer(optimizer))  # checks the batch layout
     per_host_batch = data.per_host_batch_size(config.batch_size, jax.process_count())
     hosts = dict(process_index=jax.process_index(), process_count=jax.process_count())
     manager = checkpoint.CheckpointManager(workdir, keep=config.keep_checkpoints)
@@ -124,7 +128,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         result = trainer.fit(
             runner=runner, loop=trainer.LoopConfig.from_config(config), manager=manager,
             writer=writer, state=state, start_step=start_step, meta=meta,
-            train_batches=train_batches, schedule=learning_rate_schedule(config),
+            train_batches=train_batches, schedule=learning_rate_schedule(optimizer),
             evaluate=run_eval if eval_batches else None, desc="pretrain")
     finally:
         manager.close()

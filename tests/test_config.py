@@ -3,7 +3,7 @@ import pytest
 
 from bert.config import model_config, paper_recipe, validate
 from bert.model import BertForPreTraining, count_params
-from bert.optim import learning_rate_schedule
+from bert.optim import OptimizerSettings, learning_rate_schedule
 from tests.fakes import tiny_config
 
 
@@ -30,22 +30,26 @@ def test_bad_value_is_reported_with_its_key(overrides, key):
         validate(config)
 
 
-def test_warmup_longer_than_the_run_is_clamped_with_one_warning(caplog):
+def test_validation_leaves_the_config_as_written_and_the_optimizer_cuts_the_warmup(caplog):
     config = tiny_config(warmup_steps=500, train_steps=100)
     validate(config)
     validate(config)  # as the command line and then the training function do
-    assert config.warmup_steps == 100
+    assert config.warmup_steps == 500
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    settings = OptimizerSettings.from_config(config)
+    assert (settings.warmup_steps, settings.total_steps) == (100, 100)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "config.warmup_steps=500" in warnings[0], warnings
-
-
-def test_schedule_of_an_unvalidated_config_clamps_the_warmup_too(caplog):
-    schedule = learning_rate_schedule(tiny_config(learning_rate=1e-3, warmup_steps=500,
-                                                  train_steps=100))
+    schedule = learning_rate_schedule(settings)
     # Warmup over all 100 steps: halfway there at step 50 (not 1e-3 * 50 / 500).
-    assert float(schedule(50)) == pytest.approx(5e-4)
-    assert float(schedule(100)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(config.learning_rate / 2)
+    assert float(schedule(100)) == pytest.approx(config.learning_rate)
     assert "warming up over all 100 steps" in caplog.text
+
+
+def test_a_warmup_longer_than_the_schedule_is_refused_where_no_config_cuts_it():
+    with pytest.raises(ValueError, match="warmup_steps=20 must be between 0 and the schedule's 10"):
+        OptimizerSettings(learning_rate=1e-3, total_steps=10, warmup_steps=20)
 
 
 def test_unknown_key_is_reported():

@@ -11,16 +11,16 @@ import pytest
 from absl import flags
 
 from bert import cli
-from bert.config import (finetuning_config, model_config, pretraining_config, validate,
-                         validate_finetuning)
-from bert.optim import learning_rate_schedule
+from bert.tasks import registry
+from bert.config import finetuning_config, model_config, pretraining_config, validate
+from bert.optim import OptimizerSettings, learning_rate_schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One row per command that takes a config: its name, its config files, its validation and the
 # function whose comments document its keys.
 COMMANDS = [
     ("pretrain", "experiments/pretrain/*.py", validate, pretraining_config),
-    ("finetune", "experiments/finetune/*.py", validate_finetuning, finetuning_config),
+    ("finetune", "experiments/finetune/*.py", registry.validate, finetuning_config),
 ]
 CONFIGS = [pytest.param(command, os.path.relpath(path, REPO), check, documented_by,
                         id=os.path.relpath(path, REPO))
@@ -179,24 +179,27 @@ def test_a_bad_config_file_is_one_line(capsys, path, message):
 
 
 @pytest.mark.parametrize("command, path, check, documented_by", PRETRAINING)
-def test_three_steps_validate_with_the_warmup_clamped(command, path, check, documented_by, caplog):
+def test_three_steps_validate_and_the_optimizer_cuts_the_warmup(command, path, check,
+                                                                 documented_by, caplog):
     shipped = cli.load_config(path)
     overrides = ["--config.train_steps=3"]
     if not shipped.data.train_files:  # the paper's recipes name no corpus
         overrides.append("--config.data.train_files=corpus/*.txt")
     with caplog.at_level(logging.WARNING):
         config = cli.config_from_command_line(command, path, overrides, check, documented_by)
-        check(config)  # the training function validates again: no second warning
+        check(config)  # the training function validates again: the config stays as written
+        assert config.warmup_steps == shipped.warmup_steps
+        settings = OptimizerSettings.from_config(config)  # once, by the training function
     horizon = shipped.schedule_steps or 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     if shipped.warmup_steps > horizon:
-        assert config.warmup_steps == 3
+        assert settings.warmup_steps == 3
         assert warnings == [f"config.warmup_steps={shipped.warmup_steps} is longer than the "
                             "learning-rate schedule (config.train_steps=3): warming up over "
                             "all 3 steps instead"]
-        assert float(learning_rate_schedule(config)(3)) == pytest.approx(config.learning_rate)
+        assert float(learning_rate_schedule(settings)(3)) == pytest.approx(config.learning_rate)
     else:  # a schedule longer than the run (schedule_steps) keeps its warmup
-        assert config.warmup_steps == shipped.warmup_steps and warnings == []
+        assert settings.warmup_steps == shipped.warmup_steps and warnings == []
 
 
 def test_tiny_is_among_the_configs_whose_warmup_is_clamped():

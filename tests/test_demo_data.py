@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from bert.cli import load_config
-from bert.config import validate_finetuning
 from bert.demo import FINETUNE_CONFIGS
-from bert.tasks import classification, tagging
+from bert.tasks import classification, registry, tagging
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -85,7 +84,7 @@ def test_train_and_dev_share_no_text():
 @pytest.mark.parametrize("path", FINETUNE_CONFIGS)
 def test_demo_configs_name_the_shipped_files(path):
     config = load_config(str(REPO / path))
-    validate_finetuning(config)
+    registry.validate(config)
     for key in ("train_file", "eval_file"):
         assert (REPO / getattr(config, key)).is_file(), (path, key)
 

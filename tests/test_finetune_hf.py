@@ -23,14 +23,13 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from ml_collections import ConfigDict
 
 from bert import convert, train
 from bert.heads import TaskHead
 from bert.metrics import read_metrics
 from bert.model import BertConfig
-from bert.optim import make_optimizer
-from bert.tasks.registry import head_task
+from bert.optim import OptimizerSettings, make_optimizer
+from bert.tasks import registry
 from tests import hf_reference
 
 VOCAB_SIZE = 100
@@ -117,11 +116,10 @@ def _torch_losses(model: torch.nn.Module, step_losses: Iterable[Callable[[], tor
 
 
 def _our_losses(params, kind: str, batches: list) -> list[float]:
-    task = head_task(HEADS[kind].model(CONFIG))
-    tx = make_optimizer(ConfigDict(dict(
-        learning_rate=LEARNING_RATE, warmup_steps=0, schedule_steps=0, train_steps=STEPS,
-        optim=dict(name="adamw", b1=0.9, b2=0.999, eps=EPS, weight_decay=WEIGHT_DECAY,
-                   clip_norm=1.0))))
+    task = registry.objective(HEADS[kind].model(CONFIG))
+    tx = make_optimizer(OptimizerSettings(
+        learning_rate=LEARNING_RATE, total_steps=STEPS, warmup_steps=0, name="adamw", b1=0.9,
+        b2=0.999, eps=EPS, weight_decay=WEIGHT_DECAY, clip_norm=1.0))
     state = train.create_train_state(task, tx, jax.random.key(0), params)
     step = jax.jit(train.make_train_step(task, tx))
     losses = []

@@ -24,6 +24,7 @@ from ml_collections import ConfigDict
 
 from bert import checkpoint, cli, convert, files, pretrain, trainer
 from bert.config import pretraining_config, validate
+from bert.optim import OptimizerSettings
 from bert.metrics import MetricsWriter
 from bert.tasks import classification, multiple_choice, squad, tagging
 from scripts.kill_resume import REPO, compare_runs, resumed_step, run_to_end, run_until
@@ -176,11 +177,15 @@ def test_workdir_below_or_beside_the_model_folder_is_accepted(model):
         finetune._check_workdir(config, str(model.parent))
 
 
+def _pretraining_fingerprint(config):
+    return pretrain.run_fingerprint(config, OptimizerSettings.from_config(config))
+
+
 def test_pretraining_workdir_holding_another_run_is_refused_before_any_work(tmp_path):
     config = cli.load_config("experiments/pretrain/base.py",
                              ["--config.data.train_files=corpus/*.txt"])
     validate(config)
-    trainer.record_run(config, str(tmp_path), pretrain.run_fingerprint(config))
+    trainer.record_run(config, str(tmp_path), _pretraining_fingerprint(config))
     before = _snapshot(tmp_path)
     command = [sys.executable, "-m", "bert.pretrain", "--config", "experiments/pretrain/base.py",
                f"--workdir={tmp_path}", "--config.data.train_files=corpus/*.txt",
@@ -195,16 +200,16 @@ def test_pretraining_fingerprint_lets_phase_two_continue_and_overwrite_keep_the_
     config = pretraining_config()
     config.data.train_files = "corpus/*.txt"
     config.schedule_steps = 1000
-    trainer.record_run(config, str(tmp_path), pretrain.run_fingerprint(config))
+    trainer.record_run(config, str(tmp_path), _pretraining_fingerprint(config))
     _write(tmp_path / "data" / "summary.json", "{}")
     phase_two = config.copy_and_resolve_references()
     phase_two.max_seq_len, phase_two.max_predictions_per_seq, phase_two.train_steps = 512, 80, 999
-    trainer.claim_workdir(str(tmp_path), pretrain.run_fingerprint(phase_two), overwrite=False)
+    trainer.claim_workdir(str(tmp_path), _pretraining_fingerprint(phase_two), overwrite=False)
     longer = config.copy_and_resolve_references()
     longer.schedule_steps = 2000  # a longer learning-rate horizon is another trajectory
     with pytest.raises(ValueError, match="lr_horizon_steps: 1000 there, 2000 now"):
-        trainer.claim_workdir(str(tmp_path), pretrain.run_fingerprint(longer), overwrite=False)
-    trainer.claim_workdir(str(tmp_path), pretrain.run_fingerprint(longer), overwrite=True,
+        trainer.claim_workdir(str(tmp_path), _pretraining_fingerprint(longer), overwrite=False)
+    trainer.claim_workdir(str(tmp_path), _pretraining_fingerprint(longer), overwrite=True,
                           keep=("data",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     [moved] = tmp_path.parent.glob(f"{tmp_path.name}.replaced-*")

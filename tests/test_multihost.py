@@ -23,7 +23,7 @@ from bert import checkpoint, data, distributed, objectives, partitioning
 from bert.config import model_config, validate
 from bert.metrics import MetricsWriter, read_metrics
 from bert.model import BertForPreTraining
-from bert.optim import make_optimizer
+from bert.optim import OptimizerSettings, make_optimizer
 from bert.train import PretrainingTask
 from tests.fakes import tiny_config
 from tests.test_data_support import small_tokenizer_dir
@@ -55,7 +55,7 @@ def _train(config, prepared, workdir: str) -> tuple[list[float], list[dict[str, 
 
     Returns the losses and the host batches this process read.
     """
-    model, tx = PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(config)
+    model, tx = PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(OptimizerSettings.from_config(config))
     runner = partitioning.build_runner(config, model, tx, compiler_options=FAST_COMPILE)
     batches = data.train_batches(
         prepared, batch_size_per_host=data.per_host_batch_size(config.batch_size, jax.process_count()),
@@ -163,7 +163,7 @@ def test_each_process_reads_its_own_half_of_every_global_batch(runs):
 
 def test_collective_checkpoints_hold_the_single_process_params(runs):
     config, single_workdir, _, two_processes = runs
-    model, tx = PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(config)
+    model, tx = PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(OptimizerSettings.from_config(config))
     runner = partitioning.build_runner(config, model, tx)
     for step in (JIT_STEPS, JIT_STEPS + 1):  # written by the jit runner, then by pmap
         managers = [checkpoint.CheckpointManager(str(d), keep=2)

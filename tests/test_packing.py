@@ -21,7 +21,7 @@ from bert.data.packing import pack, pack_indices, pack_layout
 from bert.data.pipeline import train_dataset
 from bert.metrics import read_metrics
 from bert.model import BertConfig, BertForPreTraining, BertModel, init_params
-from bert.optim import make_optimizer
+from bert.optim import OptimizerSettings, make_optimizer
 from tests.fakes import tiny_config
 from tests.test_data_support import pretrain_config
 from tests.test_pretrain_cli import _pretrain
@@ -261,7 +261,7 @@ def test_jit_and_pmap_runners_take_packed_batches():
     for parallelism in ("jit", "pmap"):  # jit: data parallel over the 8 fake devices
         config = tiny_config(**overrides, parallelism=parallelism)
         assert set(partitioning.batch_shapes(config, 8)) == set(batch)
-        model, tx = train.PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(config)
+        model, tx = train.PretrainingTask(BertForPreTraining(model_config(config)), 1.0), make_optimizer(OptimizerSettings.from_config(config))
         runner = partitioning.build_runner(config, model, tx)
         state = runner.init_state(jax.random.key(0))
         _, sums[parallelism] = runner.train_step(state, batch, jax.random.key(1))

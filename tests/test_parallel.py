@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 from bert import checkpoint, objectives, partitioning, train
 from bert.config import model_config
 from bert.model import BertForPreTraining, count_params
-from bert.optim import make_optimizer
+from bert.optim import OptimizerSettings, make_optimizer
 from tests.fakes import random_batch, tiny_config
 
 STEPS = 3
@@ -47,7 +47,7 @@ def _config(**overrides):
 
 def _model_and_optimizer(config):
     task = train.PretrainingTask(BertForPreTraining(model_config(config)), config.data.nsp_weight)
-    return task, make_optimizer(config)
+    return task, make_optimizer(OptimizerSettings.from_config(config))
 
 
 @pytest.fixture(scope="module")

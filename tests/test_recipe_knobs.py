@@ -13,7 +13,7 @@ import pytest
 from bert import objectives, train
 from bert.config import model_config, pretraining_config
 from bert.model import BertConfig, BertForPreTraining, BertModel, init_params
-from bert.optim import learning_rate_schedule
+from bert.optim import OptimizerSettings, learning_rate_schedule
 from tests.fakes import random_batch, tiny_config
 
 
@@ -108,13 +108,13 @@ def test_bad_norm_position_names_the_key():
 
 
 def _schedule(shape, **overrides):
-    return learning_rate_schedule(tiny_config(
-        learning_rate=1e-3, warmup_steps=10, train_steps=110, lr_schedule=shape, **overrides))
+    return learning_rate_schedule(OptimizerSettings.from_config(tiny_config(
+        learning_rate=1e-3, warmup_steps=10, train_steps=110, lr_schedule=shape, **overrides)))
 
 
 def test_linear_schedule_is_the_default_and_the_papers():
     assert pretraining_config().lr_schedule == "linear"
-    default = learning_rate_schedule(tiny_config(learning_rate=1e-3, warmup_steps=10, train_steps=110))
+    default = learning_rate_schedule(OptimizerSettings.from_config(tiny_config(learning_rate=1e-3, warmup_steps=10, train_steps=110)))
     for step in (0, 5, 10, 60, 110):
         assert float(default(step)) == float(_schedule("linear")(step))
 

@@ -10,6 +10,8 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
+from bert import heads
+from bert.model import BertConfig
 from bert.tasks import TaskDataError
 from bert.tasks import classification as cls
 from bert.wordpiece import WordPieceTokenizer
@@ -371,11 +373,21 @@ def test_classification_loss_sums_weight_out_padding_rows():
 def test_regression_loss_sums_are_squared_errors():
     scores = np.array([[1.0], [2.5], [4.0]], np.float32)
     batch = {"label_values": jnp.array([1.5, 2.5, 0.0]), "example_weights": jnp.array([1.0, 1.0, 0.0])}
-    sums = cls.loss_sums_fn(cls.glue_task("stsb"))(jnp.asarray(scores), batch)
+    sums = cls.regression_loss_sums(jnp.asarray(scores), batch)
     assert set(sums) == {"loss_sum", "count"}
     assert float(sums["loss_sum"]) == pytest.approx(0.25)
     assert float(sums["count"]) == 2.0
-    assert cls.loss_sums_fn(cls.glue_task("rte")) is cls.classification_loss_sums
+
+
+def test_the_family_trains_a_one_score_head_on_squared_error_and_labels_on_cross_entropy():
+    config = BertConfig.from_preset("tiny", vocab_size=16, max_position_embeddings=16)
+    stsb = cls.Classification.objective(heads.BertForSequenceClassification(config, 1))
+    rte = cls.Classification.objective(heads.BertForSequenceClassification(config, 2))
+    assert stsb.sum_keys == ("loss_sum", "count")
+    assert rte.sum_keys == ("loss_sum", "correct", "count")
+    scores = jnp.array([[1.0], [2.5], [4.0]])
+    batch = {"label_values": jnp.array([1.5, 2.5, 0.0]), "example_weights": jnp.array([1.0, 1.0, 0.0])}
+    assert float(stsb.sums(scores, batch)["loss_sum"]) == pytest.approx(0.25)
 
 
 # ------------------------------------------------------------------------------ submissions

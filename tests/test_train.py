@@ -7,14 +7,14 @@ import pytest
 from bert import objectives, train
 from bert.config import model_config
 from bert.model import BertForPreTraining
-from bert.optim import decay_mask, learning_rate_schedule, make_optimizer
+from bert.optim import OptimizerSettings, decay_mask, learning_rate_schedule, make_optimizer
 from tests.fakes import random_batch, tiny_config
 
 
 def _setup(**overrides):
     config = tiny_config(**overrides)
     model = BertForPreTraining(model_config(config))
-    tx = make_optimizer(config)
+    tx = make_optimizer(OptimizerSettings.from_config(config))
     state = train.create_train_state(train.PretrainingTask(model, 1.0), tx, jax.random.key(0))
     return config, model, tx, state
 
@@ -114,7 +114,7 @@ def test_weight_decay_skips_layer_norm_and_biases():
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    schedule = learning_rate_schedule(tiny_config(learning_rate=1e-3, warmup_steps=10, train_steps=110))
+    schedule = learning_rate_schedule(OptimizerSettings.from_config(tiny_config(learning_rate=1e-3, warmup_steps=10, train_steps=110)))
     assert float(schedule(0)) == 0.0
     assert float(schedule(5)) == pytest.approx(5e-4)
     assert float(schedule(10)) == pytest.approx(1e-3)
@@ -155,9 +155,9 @@ def test_optimizer_matches_optax_reference(optimizer, clip_norm, grad_scale):
 
     config = tiny_config(**{"optim.name": optimizer, "optim.clip_norm": clip_norm,
                             "learning_rate": 1e-2, "warmup_steps": 1})
-    ours = make_optimizer(config)
+    ours = make_optimizer(OptimizerSettings.from_config(config))
     reference = {"adamw": optax.adamw, "lamb": optax.lamb}[optimizer](
-        learning_rate_schedule(config), b1=config.optim.b1, b2=config.optim.b2,
+        learning_rate_schedule(OptimizerSettings.from_config(config)), b1=config.optim.b1, b2=config.optim.b2,
         eps=config.optim.eps, weight_decay=config.optim.weight_decay, mask=decay_mask)
     if clip_norm:
         reference = optax.chain(optax.clip_by_global_norm(clip_norm), reference)

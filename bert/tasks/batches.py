@@ -25,13 +25,6 @@ EXAMPLE_WEIGHTS = "example_weights"
 SHUFFLE_STREAM = 11  # folded with (seed, epoch); distinct from the pretraining streams
 
 
-def default_buckets(max_seq_len: int, count: int = 4, multiple: int = 8) -> tuple[int, ...]:
-    """`count` lengths evenly spaced up to max_seq_len, rounded up to a multiple of 8."""
-    lengths = {min(max_seq_len, -(-max_seq_len * (i + 1) // count // multiple) * multiple)
-               for i in range(count)}
-    return tuple(sorted(lengths | {max_seq_len}))
-
-
 def row_lengths(features: Features) -> np.ndarray:
     """Real tokens per row (the longest choice for multiple-choice rows)."""
     mask = features["input_mask"]

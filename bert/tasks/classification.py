@@ -10,7 +10,8 @@ for the layout are skipped and counted, as the original processors drop QQP's br
 
 Featurizing follows the original `convert_single_example`: [CLS] a [SEP] (b [SEP]), segment
 ids 0 then 1, a pair truncated longest-first one token at a time. Metrics are numpy on the whole
-dataset; loss sums are JAX, weighted by the batcher's `example_weights`.
+dataset; loss sums are JAX, weighted by the batcher's `example_weights`. The `Classification`
+family (bert/tasks/family.py) wires them into bert.finetune for every GLUE task and `classify`.
 """
 from __future__ import annotations
 
@@ -18,18 +19,23 @@ import codecs
 import csv
 import dataclasses
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import ConfigDict
 
-from bert import files
+from bert import files, heads
 from bert.files import json_object, write_atomically
+from bert.model import BertConfig
 from bert.objectives import cross_entropy
 from bert.tasks import SkipCount, TaskDataError
+from bert.tasks.family import FineTuneTask, Family, Split, check
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -457,11 +463,6 @@ def regression_loss_sums(outputs: Array, batch: Mapping[str, Array]) -> dict[str
     return dict(loss_sum=jnp.sum(squared_error * weights), count=jnp.sum(weights))
 
 
-def loss_sums_fn(spec: TaskSpec) -> Callable[[Array, Mapping[str, Array]], dict[str, Array]]:
-    """The task's `loss_sums(outputs, batch)`."""
-    return regression_loss_sums if spec.regression else classification_loss_sums
-
-
 # ----------------------------------------------------------------------------------- metrics
 
 
@@ -576,3 +577,108 @@ def write_predictions(path: str | Path, spec: TaskSpec, examples: Sequence[Examp
         values = [spec.labels[int(p)] for p in predictions]
     lines = ["index\tprediction"] + [f"{e.guid}\t{v}" for e, v in zip(examples, values)]
     write_atomically(path, "\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------- the family
+
+
+def _logits(logits: Array) -> dict[str, Array]:
+    return {"logits": logits}
+
+
+class Classification(Family):
+    """GLUE tasks by name, and `classify` (any CSV/TSV/JSONL, columns from config.reader)."""
+
+    task_names = (*(name for name in GLUE_TASKS if name != "ax"), "classify")
+    head_kinds = ("sequence_classification", "regression")
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer, pretrained)
+        if config.task == "classify":
+            reader = config.reader
+            labels = tuple(x for x in reader.labels.split(",") if x) if reader.labels else ()
+            self.spec = table_task(labels, regression=reader.regression) \
+                if labels or reader.regression else None
+        else:
+            self.spec = glue_task(config.task)
+
+    @classmethod
+    def validate(cls, config: ConfigDict) -> None:
+        check(config.reader.quoting in ("", "minimal", "none"), "reader.quoting",
+              f"must be '', 'minimal' or 'none', got {config.reader.quoting!r}")
+
+    @classmethod
+    def objective(cls, model: nn.Module) -> FineTuneTask:
+        """Cross-entropy over the labels; squared error for a regression head (one score)."""
+        if model.kind == "regression":
+            return FineTuneTask(model, loss_sums=regression_loss_sums,
+                                sum_keys=("loss_sum", "count"), predictions=_logits)
+        return FineTuneTask(model, loss_sums=classification_loss_sums,
+                            sum_keys=("loss_sum", "correct", "count"), predictions=_logits)
+
+    @property
+    def selection_metric(self) -> str:
+        return self.spec.selection_metric
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def set_labels(self, train_path: str) -> None:
+        if self.spec is None:  # classify without config.reader.labels: sorted from train
+            examples = self._read(train_path, "train", labels=None)
+            labels = infer_labels(examples)
+            if len(labels) < 2:
+                column = self.config.reader.label_column
+                raise TaskDataError(
+                    f"{train_path}: " + (f"the label column {column!r} holds only {list(labels)}; "
+                                         "a classifier needs at least 2 labels (or set "
+                                         "config.reader.regression)" if examples else
+                                         "no examples (the file is empty or has only a header)"))
+            self.spec = table_task(labels)
+
+    def _read(self, path: str, split: str, labels: Sequence[str] | None) -> list[Any]:
+        if self.config.task != "classify":
+            examples, _ = read_glue(path, self.spec, split)
+            return examples
+        r = self.config.reader
+        column = lambda value: int(value) if str(value).lstrip("-").isdigit() else value  # noqa: E731
+        return read_table(
+            path, text=column(r.text_column), pair=column(r.pair_column) if r.pair_column else None,
+            label=None if split == "test" else column(r.label_column),
+            index=column(r.index_column) if r.index_column else None,
+            labels=labels, regression=r.regression, file_format=r.format or None,
+            encoding=r.encoding, delimiter=r.delimiter or None, quoting=r.quoting or None,
+            header=r.header)
+
+    def load(self, name: str, path: str) -> Split:
+        split = "test" if name.startswith("test") else "dev" if name.startswith("eval") else "train"
+        skipped = 0
+        if self.config.task == "classify":
+            examples = self._read(path, split, self.spec.labels or None)
+        else:
+            examples, skipped = read_glue(path, self.spec, split)
+        features = featurize(examples, self.tokenizer, self.config.max_seq_len, self.spec)
+        return Split(name, path, examples, features, skipped=skipped)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForSequenceClassification(bert_config, self.spec.num_labels)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        predicted = predictions_from_outputs(predictions["logits"], self.spec)
+        gold = split.features["label_values" if self.spec.regression else "label_ids"]
+        return compute_metrics(self.spec, predicted, gold,
+                               mismatched=split.name == "eval_mismatched")
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
+        predicted = predictions_from_outputs(predictions["logits"], self.spec)
+        names = [f"{split.name}_predictions.tsv"]
+        if split.name.startswith("test") and self.config.task != "classify":
+            # The same file under the leaderboard's name (MNLI-m.tsv, MNLI-mm.tsv, ...).
+            names.append(submission_file(self.spec, mismatched=split.name == "test_mismatched"))
+        paths = [os.path.join(directory, name) for name in names]
+        for path in paths:
+            write_predictions(path, self.spec, split.examples, predicted)
+        return paths

@@ -30,16 +30,18 @@ Strategies (config.feature_strategy), as in Table 7:
 
 The tagger (`BiLSTMTagger`) runs a two-layer bidirectional LSTM of `lstm_size` units per
 direction (768 in the paper) over the mixed word vectors and a dense layer per word; the loss is
-the token cross-entropy over real words, as the fine-tuning tagger's.
+the token cross-entropy over real words, as the fine-tuning tagger's. The `FeatureProbe`
+family (a `Tagging` whose rows are sentences of cached word vectors) serves `ner_features`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,10 +50,12 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from ml_collections import ConfigDict
 
-from bert import checkpoint, features, ops
+from bert import checkpoint, features, heads, ops
 from bert.model import BertConfig, BiLSTM
 from bert.tasks import tagging
+from bert.tasks.family import FineTuneTask, Split, check
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -306,3 +310,76 @@ def predicted_tags(label_ids: np.ndarray, sentences: Sequence[tagging.Sentence],
     """Per-word tags from label ids [N, W'] (one row per sentence)."""
     label_ids = np.asarray(label_ids)
     return [[labels[i] for i in label_ids[n, :len(s.words)]] for n, s in enumerate(sentences)]
+
+
+# ------------------------------------------------------------------------------- the family
+
+
+class FeatureProbe(tagging.Tagging):
+    """`ner_features`: the paper's feature-based NER (Table 7). Word vectors of the frozen
+    encoder (cached, see the module docstring) feed a BiLSTM tagger trained from scratch; one
+    row per sentence, one column per word.
+
+    The word axis is padded to config.max_seq_len (or the longest sentence, if longer), so the
+    length buckets of bert/tasks/batches cut it as they cut a token axis.
+    """
+
+    task_names = ("ner_features",)
+    head_kinds = ()
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer,
+                         pretrained or heads.Pretrained.folder(config.init_checkpoint))
+        if not config.feature_cache_dir:
+            raise ValueError("config.feature_cache_dir is empty (bert.finetune sets it to "
+                             "DIR/feature_cache)")
+        self.encoder_config = dataclasses.replace(self.pretrained.config, dtype=config.dtype)
+        self.strategy = strategy(config.feature_strategy, self.encoder_config.num_layers)
+
+    @classmethod
+    def validate(cls, config: ConfigDict) -> None:
+        check(int(config.lstm_size) >= 1, "lstm_size",
+              f"must be a positive integer, got {config.lstm_size}")
+        check(config.feature_strategy in STRATEGIES, "feature_strategy",
+              f"{config.feature_strategy!r} is not one of {', '.join(STRATEGIES)}")
+        check(not config.random_init, "random_init",
+              "ner_features reads features of the trained encoder; a random one is not supported")
+
+    @functools.cached_property
+    def _encoder_params(self) -> Any:
+        return self.pretrained.params()["bert"]
+
+    def load(self, name: str, path: str) -> Split:
+        c = self.config
+        sentences = tagging.read_conll(path, labels=self._labels, encoding=c.reader.encoding)
+        cached = cached_word_features(
+            c.feature_cache_dir, c.init_checkpoint, path, sentences, self.tokenizer,
+            self.encoder_config, self._encoder_params, encoding=c.reader.encoding,
+            max_seq_len=int(c.max_seq_len), document_context=c.document_context,
+            batch_size=int(c.batch_size))
+        width = max([int(c.max_seq_len), *(len(s.words) for s in sentences)])
+        rows = word_rows(sentences, self._labels, width)
+        rows["word_features"] = LayerView(  # type: ignore[assignment]
+            cached, self.strategy.first, self.strategy.end, width)
+        return Split(name, path, sentences, rows)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return BiLSTMTagger(
+            len(self._labels), self.strategy.combine, self.strategy.num_layers,
+            lstm_size=int(self.config.lstm_size), dropout_rate=float(self.config.dropout_rate))
+
+    def task(self, model: nn.Module) -> FineTuneTask:
+        shape = (1, 8, self.strategy.num_layers, self.encoder_config.hidden_size)
+        return tagging.token_task(model, inputs=dict(word_features=jnp.zeros(shape, jnp.float32),
+                                                     input_mask=jnp.ones(shape[:2], jnp.int32)))
+
+    def initial_params(self, source: str, model: nn.Module, rng: jax.Array) -> tuple[Any, str]:
+        return None, f"{self.strategy.name} features of the frozen encoder of {source}; " \
+                     "tagger initialised fresh"
+
+    def task_head(self, model: nn.Module) -> heads.TaskHead | None:
+        return None
+
+    def _words(self, split: Split, predictions: Mapping[str, np.ndarray]) -> list[list[str]]:
+        return predicted_tags(predictions["label_ids"], split.examples, self._labels)

@@ -4,21 +4,27 @@ SWAG's official CSV files (train.csv, val.csv, test.csv) have a header naming th
 unnamed row index, video-id, fold-ind, startphrase, sent1, sent2, gold-source, ending0..ending3
 and, except in test.csv, label (0-3). As in the paper, each choice is a sentence pair: A is
 sent1, B is sent2 followed by the ending, packed and truncated like a classification pair.
+The `MultipleChoice` family (bert/tasks/family.py) wires them into bert.finetune for `swag`.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import numpy as np
 
+from bert import heads
 from bert.files import write_atomically
+from bert.model import BertConfig
 from bert.tasks import TaskDataError
 from bert.tasks.classification import (accuracy, cross_entropy_sums, pack_sequence, text_lines,
                                        token_arrays)
+from bert.tasks.family import FineTuneTask, Family, Split
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -117,3 +123,37 @@ def write_predictions(path: str | Path, questions: Sequence[Question],
         raise ValueError(f"{len(predictions)} predictions for {len(questions)} questions")
     lines = ["id,label"] + [f"{q.id},{int(p)}" for q, p in zip(questions, predictions)]
     write_atomically(path, "\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------- the family
+
+
+class MultipleChoice(Family):
+    """`swag`: one score per choice, softmax over the choices."""
+
+    task_names = ("swag",)
+    head_kinds = ("multiple_choice",)
+    selection_metric = "accuracy"
+
+    @classmethod
+    def objective(cls, model: nn.Module) -> FineTuneTask:
+        return FineTuneTask(model, loss_sums=loss_sums, sum_keys=("loss_sum", "correct", "count"),
+                            predictions=lambda scores: {"scores": scores}, choices=len(ENDINGS))
+
+    def load(self, name: str, path: str) -> Split:
+        questions = read_swag(path)
+        features = featurize(questions, self.tokenizer, self.config.max_seq_len)
+        return Split(name, path, questions, features)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForMultipleChoice(bert_config)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        predicted = predictions_from_outputs(predictions["scores"])
+        return compute_metrics(predicted, split.features["label_ids"])
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
+        path = os.path.join(directory, f"{split.name}_predictions.csv")
+        write_predictions(path, split.examples, predictions_from_outputs(predictions["scores"]))
+        return [path]

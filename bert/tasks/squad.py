@@ -12,6 +12,7 @@ from tokens, so casing, accents and spacing come back as written.
 Scores follow the published definitions of the official v1.1 and v2.0 evaluation scripts, keys
 and 0-100 scale included; v2.0's best thresholds are searched over the null odds
 (null score minus best span score) that post-processing writes, as the official script does.
+The `Squad` family (bert/tasks/family.py) wires them into bert.finetune.
 """
 from __future__ import annotations
 
@@ -20,20 +21,26 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import ConfigDict
 
+from bert import heads
 from bert.files import write_atomically
+from bert.model import BertConfig
 from bert.objectives import cross_entropy
 from bert.tasks import SkipCount, TaskDataError
 from bert.tasks.classification import text_lines
+from bert.tasks.family import FineTuneTask, Family, Split, check
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -588,3 +595,65 @@ def evaluate(examples: Sequence[SquadExample], predictions: SquadPredictions, *,
     if version_2_with_negative:
         return evaluate_v2(gold, predictions.answers, predictions.null_odds)
     return evaluate_v1(gold, predictions.answers)
+
+
+# ------------------------------------------------------------------------------- the family
+
+
+class Squad(Family):
+    """`squad_v1` and `squad_v2`: spans over doc_stride windows of the context."""
+
+    task_names = ("squad_v1", "squad_v2")
+    head_kinds = ("question_answering",)
+    selection_metric = "f1"
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer, pretrained)
+        self.version_2 = config.task == "squad_v2"
+
+    @classmethod
+    def validate(cls, config: ConfigDict) -> None:
+        for key in ("n_best_size", "max_answer_length", "doc_stride", "max_query_length"):
+            check(int(config[key]) >= 1, key, f"must be a positive integer, got {config[key]}")
+        check(config.max_query_length + 3 < config.max_seq_len, "max_query_length",
+              f"{config.max_query_length} + 3 must be below config.max_seq_len="
+              f"{config.max_seq_len} to leave room for context tokens")
+
+    @classmethod
+    def objective(cls, model: nn.Module) -> FineTuneTask:
+        return FineTuneTask(
+            model, loss_sums=loss_sums,
+            sum_keys=("loss_sum", "count", "start_correct", "end_correct"),
+            predictions=lambda logits: {"start_logits": logits[0], "end_logits": logits[1]})
+
+    def load(self, name: str, path: str) -> Split:
+        data = read_squad(path, is_training=name == "train", version_2_with_negative=self.version_2)
+        features, windows = featurize(
+            data.examples, self.tokenizer, self.config.max_seq_len,
+            doc_stride=self.config.doc_stride, max_query_length=self.config.max_query_length)
+        return Split(name, path, data.examples, features, extra=windows, skipped=data.skipped)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForQuestionAnswering(bert_config)
+
+    def _answers(self, split: Split, predictions: Mapping[str, np.ndarray]) -> SquadPredictions:
+        c = self.config
+        return postprocess(
+            split.examples, split.extra, predictions["start_logits"], predictions["end_logits"],
+            n_best_size=c.n_best_size, max_answer_length=c.max_answer_length,
+            version_2_with_negative=self.version_2,
+            null_score_diff_threshold=c.null_score_diff_threshold)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return evaluate(split.examples, self._answers(split, predictions),
+                        version_2_with_negative=self.version_2)
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
+        path = os.path.join(directory, f"{split.name}_predictions.json")
+        odds = path.replace(".json", ".null_odds.json") if self.version_2 else None
+        nbest = path.replace(".json", ".nbest.json")
+        write_predictions(self._answers(split, predictions), path, null_odds_path=odds,
+                          nbest_path=nbest)
+        return [p for p in (path, odds, nbest) if p]

@@ -11,21 +11,31 @@ sentence longer than the window is split into consecutive chunks of whole words,
 window is filled with the words around it, so every word is predicted exactly once and with
 context. With `document_context` (the paper's CoNLL-2003 setup) a sentence's window is filled
 with the neighbouring sentences of its document, and only the sentence's own words are labelled.
+
+`read_conll` is the public CoNLL reader; the `Tagging` family (bert/tasks/family.py) wires the
+rest into bert.finetune for `ner` and `tag`.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+from ml_collections import ConfigDict
 
+from bert import heads
 from bert.files import write_atomically
+from bert.model import BertConfig
 from bert.tasks import TaskDataError
 from bert.tasks.classification import text_lines, cross_entropy_sums, token_arrays
+from bert.tasks.family import FineTuneTask, Family, Split
 from bert.tokenizer import Tokenizer
 
 Array = jax.Array
@@ -223,6 +233,21 @@ def loss_sums(outputs: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
     return cross_entropy_sums(outputs, batch["label_ids"], weights)
 
 
+def labelled_words(batch: Mapping[str, Array]) -> Array:
+    """The loss's denominator: labelled positions (first sub-tokens) of real rows."""
+    return jnp.sum(batch["label_weights"] * batch["example_weights"][:, None])
+
+
+def token_task(model: nn.Module, inputs: Mapping[str, Array] | None = None) -> FineTuneTask:
+    """Cross-entropy over the labelled positions of real rows; label ids out. `inputs`: init
+    inputs of a tagger that reads other fields than token ids (bert/tasks/feature_probe.py)."""
+    return FineTuneTask(
+        model, loss_sums=loss_sums, sum_keys=("loss_sum", "correct", "count"),
+        count=labelled_words,
+        predictions=lambda logits: {"label_ids": jnp.argmax(logits, -1).astype(jnp.int32)},
+        inputs=inputs)
+
+
 # ----------------------------------------------------------------------------------- metrics
 
 
@@ -275,3 +300,60 @@ def write_conll(path: str | Path, sentences: Sequence[Sentence],
         blocks.append("".join(f"{w} {g} {p}\n" for w, g, p in zip(sentence.words, sentence.tags,
                                                                    tags, strict=True)))
     write_atomically(path, "\n".join(blocks) + ("\n" if blocks else ""))
+
+
+# ------------------------------------------------------------------------------- the family
+
+
+class Tagging(Family):
+    """`ner` and `tag`: CoNLL columns, the first sub-token of each word labelled."""
+
+    task_names = ("ner", "tag")
+    head_kinds = ("token_classification",)
+    selection_metric = "f1"
+
+    def __init__(self, config: ConfigDict, tokenizer: Tokenizer,
+                 pretrained: heads.Pretrained | None = None) -> None:
+        super().__init__(config, tokenizer, pretrained)
+        self._labels: tuple[str, ...] = tuple(x for x in config.labels.split(",") if x)
+
+    @classmethod
+    def objective(cls, model: nn.Module) -> FineTuneTask:
+        return token_task(model)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self._labels
+
+    def set_labels(self, train_path: str) -> None:
+        if not self._labels:
+            sentences = read_conll(train_path, encoding=self.config.reader.encoding)
+            if not sentences:
+                raise TaskDataError(f"{train_path}: no sentences (the file is empty or holds "
+                                    "only -DOCSTART- lines)")
+            self._labels = tag_labels(sentences)
+            if len(self._labels) < 2:
+                raise TaskDataError(f"{train_path}: every tag is O; name the entity tags with "
+                                    "config.labels, or train on a file that has some")
+
+    def load(self, name: str, path: str) -> Split:
+        sentences = read_conll(path, labels=self._labels, encoding=self.config.reader.encoding)
+        features, word_map = featurize(sentences, self.tokenizer, self.config.max_seq_len,
+                                       self._labels, document_context=self.config.document_context)
+        return Split(name, path, sentences, features, extra=word_map)
+
+    def model(self, bert_config: BertConfig) -> nn.Module:
+        return heads.BertForTokenClassification(bert_config, len(self._labels))
+
+    def _words(self, split: Split, predictions: Mapping[str, np.ndarray]) -> list[list[str]]:
+        return word_predictions(predictions["label_ids"], split.extra, split.examples,
+                                self._labels)
+
+    def score(self, split: Split, predictions: Mapping[str, np.ndarray]) -> dict[str, float]:
+        return entity_scores([s.tags for s in split.examples], self._words(split, predictions))
+
+    def write(self, directory: str, split: Split, predictions: Mapping[str, np.ndarray]
+              ) -> list[str]:
+        path = os.path.join(directory, f"{split.name}_predictions.conll")
+        write_conll(path, split.examples, self._words(split, predictions))
+        return [path]
