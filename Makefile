@@ -47,7 +47,7 @@ test: $(VENV)/.installed-test
 # allocator, in three interleaved rounds (about 35 minutes on 2 CPU cores). Tables:
 # docs/PERFORMANCE.md.
 bench: $(BENCH_VENV)/.installed
-	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --vs torch,hf_flax \
+	$(BENCH_PY) -m benchmarks.step --config experiments/pretrain/base.py --vs torch,hf_flax \
 		--ablations full_last_layer,optax_clip,system_allocator --seq_len 128 --batch_size 8 \
 		--steps 10 --warmup_steps 3 --repeats 3 --output results/bench_base_seq128.json
 
@@ -56,13 +56,13 @@ bench: $(BENCH_VENV)/.installed
 # transformers' PyTorch and Flax heads, then evaluation of 512 real sentences (length buckets vs
 # max_seq_len), three interleaved rounds each (hours on 2 CPU cores). Tables: docs/PERFORMANCE.md, "Fine-tuning".
 bench-finetune: $(BENCH_VENV)/.installed
-	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task classify \
+	$(BENCH_PY) -m benchmarks.step --config experiments/pretrain/base.py --task classify \
 		--vs torch,hf_flax --steps 5 --warmup_steps 3 --repeats 3 \
 		--output results/bench_base_classify_seq128.json
-	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task squad \
+	$(BENCH_PY) -m benchmarks.step --config experiments/pretrain/base.py --task squad \
 		--vs torch,hf_flax --batch_size 8 --steps 3 --warmup_steps 3 --repeats 3 \
 		--output results/bench_base_squad_seq384.json
-	$(BENCH_PY) -m bert.bench --config experiments/pretrain/base.py --task eval \
+	$(BENCH_PY) -m benchmarks.step --config experiments/pretrain/base.py --task eval \
 		--ablations fixed_length --eval_sentences 512 --steps 2 --warmup_steps 0 --repeats 3 \
 		--output results/bench_base_eval_sotu.json
 

@@ -4,13 +4,13 @@
 #   scripts/device_wheels.sh               # first, on a machine with a package registry
 #   OUT=DIR BUDGET_S=540 scripts/device_bench.sh
 #
-# Runs, most important first, each as one `python -m bert.bench` (bf16, our step against the
+# Runs, most important first, each as one `python -m benchmarks.step` (bf16, our step against the
 # peers where noted), and stops starting new ones when BUDGET_S seconds are spent:
 #   1. BERT-large, seq 128, batch 128   (the MFU target; vs PyTorch and HF Flax)
 #   2. BERT-base,  seq 128, batch 256   (vs PyTorch and HF Flax)
 #   3. BERT-large, seq 512, batch 32    (and without attention dropout: the cuDNN fused path)
 #   4. BERT-base,  seq 512, batch 64
-# Each run's JSON is rewritten after every worker (bert.bench), so a run cut short keeps what
+# Each run's JSON is rewritten after every worker (benchmarks.step), so a run cut short keeps what
 # it measured. Everything goes to $OUT (default results/device): one JSON per run, log.txt,
 # env.txt (GPU, driver and package versions).
 #
@@ -50,7 +50,7 @@ EOF
 } >"${OUT}/env.txt" 2>&1
 cat "${OUT}/env.txt"
 
-bench() {  # bench NAME ARGS...: one bert.bench run, within what is left of the budget
+bench() {  # bench NAME ARGS...: one benchmarks.step run, within what is left of the budget
   local name="$1" left=$((DEADLINE - SECONDS))
   shift
   if ((left < 60)); then
@@ -58,7 +58,7 @@ bench() {  # bench NAME ARGS...: one bert.bench run, within what is left of the 
     return
   fi
   echo "== ${name} (${left} s left): $*" | tee -a "${OUT}/log.txt"
-  timeout "${left}" "${PYTHON}" -m bert.bench "$@" --output "${OUT}/${name}.json" 2>&1 \
+  timeout "${left}" "${PYTHON}" -m benchmarks.step "$@" --output "${OUT}/${name}.json" 2>&1 \
     | tee -a "${OUT}/log.txt"
   echo "== ${name}: exit ${PIPESTATUS[0]}" | tee -a "${OUT}/log.txt"
 }

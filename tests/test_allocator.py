@@ -41,7 +41,7 @@ def test_only_cpu_runs_are_tuned():
 
 
 def test_bench_workers_follow_the_host_unless_told(monkeypatch):
-    from bert import bench
+    from benchmarks import step as bench
 
     monkeypatch.setattr(bench, "FLAGS", type("Flags", (), {"allocator": "auto"}))
     monkeypatch.setenv("JAX_PLATFORMS", "cuda")

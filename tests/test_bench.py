@@ -1,4 +1,5 @@
-"""bert.bench: the FLOP count, the flags workers get, and the JSON a real (tiny) run writes."""
+"""benchmarks.step and the fine-tuning tasks of benchmarks.finetune: the FLOP count, the flags
+workers get, and the JSON a real (tiny) run writes."""
 import json
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from bert import bench
+from benchmarks import finetune, step
 
 
 def test_model_flops_match_a_hand_count_of_bert_base():
@@ -18,15 +19,15 @@ def test_model_flops_match_a_hand_count_of_bert_base():
     attention = b * s * layers * 2 * s * h
     head = b * p * (h * h + h * v)
     expected = 2 * 3 * (encoder + attention + head)
-    assert bench.model_flops_per_step(b, s, layers, h, v, p) == expected
-    assert bench.model_flops_per_step(b, s, layers, h, v, p) == pytest.approx(563.03e9, rel=1e-4)
+    assert step.model_flops_per_step(b, s, layers, h, v, p) == expected
+    assert step.model_flops_per_step(b, s, layers, h, v, p) == pytest.approx(563.03e9, rel=1e-4)
 
 
 def test_workers_get_every_flag_but_the_parents_own():
     args = ["--config", "c.py", "--vs", "torch", "--output=o.json", "--steps=2", "--vs=hf_flax",
             "--output", "x.json", "--ablations", "bf16", "--repeats", "3", "--ablations=no_donate",
             "--allocator", "system", "--allocator=tuned"]
-    assert bench._worker_args(args) == ["--config", "c.py", "--steps=2", "--repeats", "3"]
+    assert step.worker_args(args) == ["--config", "c.py", "--steps=2", "--repeats", "3"]
 
 
 def test_full_mlm_head_ablation_has_the_same_loss():
@@ -39,8 +40,8 @@ def test_full_mlm_head_ablation_has_the_same_loss():
     from bert.model import BertConfig, BertForPreTraining, init_params
 
     s = dict(batch_size=2, seq_len=16, predictions=3, vocab_size=99)
-    batch = bench._synthetic_batch(s)
-    everything = bench._all_positions(batch)
+    batch = step.synthetic_batch(s)
+    everything = step.all_positions(batch)
     assert everything["masked_lm_positions"].shape == (2, 16)
     assert everything["masked_lm_weights"].sum() == batch["masked_lm_weights"].sum()
     model = BertForPreTraining(BertConfig.from_preset("tiny", vocab_size=99))
@@ -55,7 +56,7 @@ def test_full_mlm_head_ablation_has_the_same_loss():
 
 def test_a_tiny_run_writes_the_documented_json(tmp_path):
     output = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+    command = [sys.executable, "-m", "benchmarks.step", "--config", "experiments/pretrain/tiny.py",
                "--seq_len", "32", "--batch_size", "2", "--steps", "2", "--warmup_steps", "0",
                "--repeats", "2", "--ablations", "system_allocator", "--allocator", "tuned",
                "--output", str(output)]
@@ -90,7 +91,7 @@ def test_a_failing_peer_keeps_the_rows_measured(tmp_path):
     except ImportError:
         pass
     output = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+    command = [sys.executable, "-m", "benchmarks.step", "--config", "experiments/pretrain/tiny.py",
                "--seq_len", "16", "--batch_size", "2", "--steps", "1", "--warmup_steps", "0",
                "--vs", "hf_flax", "--output", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -108,27 +109,27 @@ def test_finetuning_flops_match_a_hand_count_of_bert_base():
     # without the MLM transform; the classifier adds the pooler (H²) and H·2 logits per row,
     # the span head H·2 per token.
     encoder = b * s * layers * (12 * h * h + 2 * s * h)
-    assert bench.finetune_flops_per_step("classify", b, s, layers, h, 2) == \
+    assert finetune.flops_per_step("classify", b, s, layers, h, 2) == \
         6 * (encoder + b * (h * h + 2 * h))
-    assert bench.finetune_flops_per_step("squad", b, s, layers, h) == 6 * (encoder + b * s * 2 * h)
-    assert bench.finetune_flops_per_step("classify", b, s, layers, h) == pytest.approx(
+    assert finetune.flops_per_step("squad", b, s, layers, h) == 6 * (encoder + b * s * 2 * h)
+    assert finetune.flops_per_step("classify", b, s, layers, h) == pytest.approx(
         2.146e12, rel=1e-3)
 
 
 def test_finetuning_batches_carry_each_heads_targets_under_the_peers_names():
     s = dict(batch_size=8, seq_len=32, vocab_size=99, num_labels=3)
-    classify = bench._synthetic_batch(dict(s, task="classify"))
+    classify = step.synthetic_batch(dict(s, task="classify"))
     assert classify["label_ids"].shape == (8,) and set(classify["label_ids"]) <= {0, 1, 2}
     assert classify["input_mask"].all() and classify["example_weights"].tolist() == [1.0] * 8
-    assert bench._hf_labels("classify", classify) == {"labels": classify["label_ids"]}
-    squad = bench._synthetic_batch(dict(s, task="squad"))
+    assert step.hf_labels("classify", classify) == {"labels": classify["label_ids"]}
+    squad = step.synthetic_batch(dict(s, task="squad"))
     starts, ends = squad["start_positions"], squad["end_positions"]
     # Answers lie in the second segment (the context), end at or after their start.
     assert (squad["segment_ids"][np.arange(8), starts] == 1).all()
     assert (starts <= ends).all() and (ends < 32).all()
-    assert set(bench._hf_labels("squad", squad)) == {"start_positions", "end_positions"}
-    pretrain = bench._synthetic_batch(dict(s, predictions=4))
-    labels = bench._hf_labels("pretrain", pretrain)["labels"]
+    assert set(step.hf_labels("squad", squad)) == {"start_positions", "end_positions"}
+    pretrain = step.synthetic_batch(dict(s, predictions=4))
+    labels = step.hf_labels("pretrain", pretrain)["labels"]
     assert (labels != -100).sum() == 8 * 4
     assert (np.take_along_axis(labels, pretrain["masked_lm_positions"], 1)
             == pretrain["masked_lm_ids"]).all()
@@ -137,7 +138,7 @@ def test_finetuning_batches_carry_each_heads_targets_under_the_peers_names():
 @pytest.mark.parametrize("task, peers", [("classify", ["--vs", "torch"]), ("squad", [])])
 def test_a_tiny_finetuning_run_writes_the_documented_json(tmp_path, task, peers):
     output = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+    command = [sys.executable, "-m", "benchmarks.step", "--config", "experiments/pretrain/tiny.py",
                "--task", task, "--seq_len", "32", "--batch_size", "2", "--steps", "2",
                "--warmup_steps", "0", *peers, "--output", str(output)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -150,7 +151,7 @@ def test_a_tiny_finetuning_run_writes_the_documented_json(tmp_path, task, peers)
         assert config["task"] == task and config["seq_len"] == 32 and config["batch_size"] == 2
         assert result["steps_timed"] == 2
         assert result["tokens_per_sec"] == pytest.approx(2 * 32 / (result["step_ms"] / 1e3))
-        assert result["model_flops_per_step"] == bench.finetune_flops_per_step(
+        assert result["model_flops_per_step"] == finetune.flops_per_step(
             task, 2, 32, config["num_layers"], config["hidden_size"])
         assert result["mfu"] == pytest.approx(
             result["model_flops_per_step"] / (result["step_ms"] / 1e3) / report["peak_flops"])
@@ -162,7 +163,7 @@ def test_evaluation_of_real_sentences_against_fixed_length(tmp_path):
     """bert-jax's evaluation (length buckets, sorted) and the same padded to max_seq_len run
     the same sentences; only the tokens computed differ."""
     output = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+    command = [sys.executable, "-m", "benchmarks.step", "--config", "experiments/pretrain/tiny.py",
                "--task", "eval", "--ablations", "fixed_length", "--seq_len", "32",
                "--batch_size", "4", "--steps", "2", "--warmup_steps", "0",
                "--eval_files", "data/sotu/eval/1985_*.txt", "--eval_sentences", "10",
@@ -196,7 +197,7 @@ def test_evaluation_of_real_sentences_against_fixed_length(tmp_path):
     (["--task", "classify", "--ablations", "full_mlm_head"], "do not apply to --task classify"),
 ])
 def test_flags_that_do_not_fit_the_task_are_refused(flags, message):
-    command = [sys.executable, "-m", "bert.bench", "--config", "experiments/pretrain/tiny.py",
+    command = [sys.executable, "-m", "benchmarks.step", "--config", "experiments/pretrain/tiny.py",
                *flags]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and message in done.stderr

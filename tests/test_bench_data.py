@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bert.bench_data import reference_prepare
+from benchmarks.reference_prep import reference_prepare, sentencepiece_processor
 from bert.data.corpus import expand_files
 from tests.test_data_support import SOTU_EVAL, small_tokenizer
 
@@ -13,8 +13,9 @@ from tests.test_data_support import SOTU_EVAL, small_tokenizer
 def test_reference_recipe_makes_masked_nsp_examples():
     tokenizer = small_tokenizer()
     arrays = reference_prepare(expand_files(str(SOTU_EVAL / "*.txt"), key="files"),
-                               tokenizer._sp, max_seq_len=64, max_predictions=10, mask_prob=0.15,
-                               dupe_factor=1, short_seq_prob=0.1, seed=0)
+                               sentencepiece_processor(tokenizer), max_seq_len=64,
+                               max_predictions=10, mask_prob=0.15, dupe_factor=1,
+                               short_seq_prob=0.1, seed=0)
     ids, weights = arrays["input_ids"], arrays["masked_lm_weights"]
     assert ids.shape[1] == 64 and len(ids) > 300
     assert (ids[:, 0] == tokenizer.cls_id).all()

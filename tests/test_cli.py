@@ -8,9 +8,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Each command and one flag of its own that its --help must list.
-COMMANDS = {"bert.pretrain": "--workdir", "bert.demo": "--examples", "bert.bench": "--vs",
-            "bert.bench_data": "--sections", "bert.features": "--layers", "bert.convert": "from-hf",
-            "bert.prepare": "--num_shards"}
+COMMANDS = {"bert.pretrain": "--workdir", "bert.demo": "--examples", "benchmarks.step": "--vs",
+            "benchmarks.data_prep": "--sections", "bert.features": "--layers",
+            "bert.convert": "from-hf", "bert.prepare": "--num_shards",
+            "bert.sweep": "--pretrain_seeds", "bert.ablation_data": "--output"}
 
 
 def test_commands_import_together():

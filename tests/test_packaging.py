@@ -1,7 +1,11 @@
-"""pyproject.toml: the package installs with the pinned requirements and matching jax extras."""
+"""pyproject.toml: the package installs with the pinned requirements and matching jax extras,
+and the wheel holds the library alone."""
+import ast
 import re
 import tomllib
 from pathlib import Path
+
+import setuptools
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,3 +29,18 @@ def test_the_gcs_extra_is_the_backend_the_tests_use():
     assert re.fullmatch(r"gcsfs==[\d.]+", gcsfs)
     assert gcsfs == f"gcsfs=={_pins(REPO / 'requirements-test.txt')['gcsfs']}"
 
+
+
+def test_the_wheel_ships_the_library_and_the_library_never_imports_the_benchmarks():
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = setuptools.find_packages(REPO, **find["find"])
+    assert {"bert", "bert.ablations", "bert.data", "bert.tasks"} <= set(packages)
+    assert all(name == "bert" or name.startswith("bert.") for name in packages), packages
+    importers = []
+    for path in sorted((REPO / "bert").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split(".")[0] == "benchmarks" for name in names):
+                importers.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not importers, importers

@@ -1,7 +1,8 @@
 """Input benchmarks: data preparation against the original recipe, packing, the input pipeline.
 
-    python -m bert.bench_data --config experiments/pretrain/tiny.py --output results/data_prep.json
+    python -m benchmarks.data_prep --config experiments/pretrain/tiny.py --output results/data_prep.json
         [--sections prep,packing,pipeline,scale] [--repeats 3] [--steps 100] [--sizes_mb 256,1024]
+        [--config.key=value ...]
 
 prep      instances/s of our preparation (all cores, and one process) against a single-process,
           pure-Python implementation of the original recipe, end to end (read, split,
@@ -17,12 +18,9 @@ scale     (not run by default: minutes) peak resident memory and MB of text per 
           in the paper's format, each copy with its sentences in another order: one process
           for every size, and all cores for the smallest.
 
-The reference (`reference_prepare`) follows the structure of Google's create_pretraining_data.py:
-pure Python, one process, string tokens, per-instance loops for NSP pairing, truncation and
-masking, then per-instance conversion to padded id lists. It reads the same files, splits them
-into sentences with the same splitter (the original expects one sentence per line) and tokenizes
-with the same SentencePiece model, so both sides do the same work; only how differs. It lives
-here, not in bert/data, because nothing but this benchmark runs it.
+The reference (benchmarks/reference_prep.py) is a port of Google's create_pretraining_data.py:
+pure Python, one process, string tokens, per-instance loops, on the same files, sentences and
+SentencePiece model as ours, so both sides do the same work; only how differs.
 
 Our side is `bert.data.prepare_pretraining_data` with static masking (the reference stores its
 masks too), into a fresh cache folder each repeat. Tokenizer *training* happens once, before
@@ -30,7 +28,6 @@ either clock starts; tokenizing the corpus is timed on both sides.
 """
 from __future__ import annotations
 
-import collections
 import json
 import random
 import statistics
@@ -42,9 +39,14 @@ from typing import Any
 
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
-from bert.data.corpus import expand_files, read_text, split_sentences
+from benchmarks.measure import time_calls
+from benchmarks.reference_prep import (reference_examples, sentencepiece_processor,
+                                       tokenized_documents)
+from bert import cli
+from bert.config import pretraining_config, validate
+from bert.data.corpus import expand_files
 from bert.data.instances import create_instances
 from bert.data.masking import MaskVocabulary
 from bert.data.packing import pack_indices
@@ -55,187 +57,14 @@ from bert.data.shards import static_masks
 from bert.data.tokenized import tokenize_files
 from bert.tokenizer import SentencePieceTokenizer, Tokenizer
 
-# --------------------------------------------------------------------------------------------
-# The reference: the original recipe, one process, pure Python.
-
-_CLS, _SEP, _MASK = "[CLS]", "[SEP]", "[MASK]"
+COMMAND = "benchmarks.data_prep"
 
 
-def _reference_documents(files: Sequence[Path], sp: Any) -> list[list[list[str]]]:
-    """One document per file, one sentence per entry, each a list of string pieces."""
-    documents = []
-    for path in files:
-        document = []
-        for line in read_text(path).split("\n"):
-            line = line.strip()
-            if line:
-                document.extend(sp.encode(s, out_type=str) for s in split_sentences(line))
-        documents.append([s for s in document if s])
-    return [d for d in documents if d]
-
-
-def _truncate(tokens_a: list[str], tokens_b: list[str], max_tokens: int,
-              rng: random.Random) -> None:
-    while len(tokens_a) + len(tokens_b) > max_tokens:
-        longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        if rng.random() < 0.5:
-            del longer[0]
-        else:
-            longer.pop()
-
-
-_MaskedLm = collections.namedtuple("_MaskedLm", ["index", "label"])
-
-
-def _reference_masks(tokens: list[str], mask_prob: float, max_predictions: int,
-                     vocab_words: list[str], rng: random.Random, whole_word: bool
-                     ) -> tuple[list[str], list[int], list[str]]:
-    """The original's masking loop: shuffled candidate words, 80/10/10, sorted by position."""
-    candidates: list[list[int]] = []
-    for index, token in enumerate(tokens):
-        if token == _CLS or token == _SEP:
-            continue
-        if whole_word and candidates and not token.startswith("\u2581"):
-            candidates[-1].append(index)  # a continuation piece joins the word before it
-        else:
-            candidates.append([index])
-    rng.shuffle(candidates)
-    output = list(tokens)
-    count = min(max_predictions, max(1, int(round(len(tokens) * mask_prob))))
-    masked: list[_MaskedLm] = []
-    covered: set[int] = set()
-    for word in candidates:
-        if len(masked) >= count:
-            break
-        if len(masked) + len(word) > count or any(index in covered for index in word):
-            continue
-        for index in word:
-            covered.add(index)
-            if rng.random() < 0.8:
-                shown = _MASK
-            elif rng.random() < 0.5:
-                shown = tokens[index]
-            else:
-                shown = vocab_words[rng.randint(0, len(vocab_words) - 1)]
-            output[index] = shown
-            masked.append(_MaskedLm(index, tokens[index]))
-    masked.sort(key=lambda m: m.index)
-    return output, [m.index for m in masked], [m.label for m in masked]
-
-
-def _reference_instances(documents: list[list[list[str]]], index: int, *, max_seq_len: int,
-                         short_seq_prob: float, mask_prob: float, max_predictions: int,
-                         vocab_words: list[str], rng: random.Random,
-                         whole_word: bool) -> list[tuple]:
-    document = documents[index]
-    max_tokens = max_seq_len - 3
-    target = max_tokens
-    if rng.random() < short_seq_prob:
-        target = rng.randint(2, max_tokens)
-    instances = []
-    chunk: list[list[str]] = []
-    length = 0
-    i = 0
-    while i < len(document):
-        chunk.append(document[i])
-        length += len(document[i])
-        if i == len(document) - 1 or length >= target:
-            if chunk:
-                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                tokens_a = [t for segment in chunk[:a_end] for t in segment]
-                tokens_b: list[str] = []
-                if len(chunk) == 1 or rng.random() < 0.5:
-                    is_random_next = True
-                    for _ in range(10):
-                        other = rng.randint(0, len(documents) - 1)
-                        if other != index:
-                            break
-                    other_document = documents[other]
-                    for segment in other_document[rng.randint(0, len(other_document) - 1):]:
-                        tokens_b.extend(segment)
-                        if len(tokens_b) >= target - len(tokens_a):
-                            break
-                    i -= len(chunk) - a_end
-                else:
-                    is_random_next = False
-                    tokens_b = [t for segment in chunk[a_end:] for t in segment]
-                _truncate(tokens_a, tokens_b, max_tokens, rng)
-                if tokens_a and tokens_b:
-                    tokens = [_CLS, *tokens_a, _SEP, *tokens_b, _SEP]
-                    segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-                    tokens, positions, labels = _reference_masks(
-                        tokens, mask_prob, max_predictions, vocab_words, rng, whole_word)
-                    instances.append((tokens, segment_ids, is_random_next, positions, labels))
-            chunk = []
-            length = 0
-        i += 1
-    return instances
-
-
-def _reference_features(instance: tuple, piece_to_id: dict[str, int], max_seq_len: int,
-                        max_predictions: int) -> tuple[list, ...]:
-    tokens, segment_ids, is_random_next, positions, labels = instance
-    input_ids = [piece_to_id[t] for t in tokens]
-    input_mask = [1] * len(input_ids)
-    segment_ids = list(segment_ids)
-    while len(input_ids) < max_seq_len:
-        input_ids.append(0)
-        input_mask.append(0)
-        segment_ids.append(0)
-    label_ids = [piece_to_id[t] for t in labels]
-    weights = [1.0] * len(label_ids)
-    positions = list(positions)
-    while len(positions) < max_predictions:
-        positions.append(0)
-        label_ids.append(0)
-        weights.append(0.0)
-    return (input_ids, input_mask, segment_ids, positions, label_ids, weights,
-            1 if is_random_next else 0)
-
-
-def reference_examples(documents: list[list[list[str]]], sp: Any, *, max_seq_len: int,
-                       max_predictions: int, mask_prob: float, dupe_factor: int,
-                       short_seq_prob: float, seed: int,
-                       whole_word: bool = False) -> dict[str, np.ndarray]:
-    """The recipe proper on tokenized documents: pair, mask, pad; arrays per feature."""
-    rng = random.Random(seed)
-    documents = list(documents)
-    rng.shuffle(documents)
-    vocab_words = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    piece_to_id = {piece: i for i, piece in enumerate(vocab_words)}
-    instances = []
-    for _ in range(dupe_factor):
-        for index in range(len(documents)):
-            instances.extend(_reference_instances(
-                documents, index, max_seq_len=max_seq_len, short_seq_prob=short_seq_prob,
-                mask_prob=mask_prob, max_predictions=max_predictions, vocab_words=vocab_words,
-                rng=rng, whole_word=whole_word))
-    rng.shuffle(instances)
-    features = [_reference_features(x, piece_to_id, max_seq_len, max_predictions)
-                for x in instances]
-    names = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-             "masked_lm_weights", "next_sentence_labels")
-    return {name: np.array([f[k] for f in features]) for k, name in enumerate(names)}
-
-
-def reference_prepare(files: Sequence[Path], sp: Any, **settings: Any) -> dict[str, np.ndarray]:
-    """The original recipe end to end: read, split, tokenize, then `reference_examples`."""
-    return reference_examples(_reference_documents(files, sp), sp, **settings)
-
-
-# --------------------------------------------------------------------------------------------
-# Measurements
-
-
-def _timed(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
+def _best(repeats: int, run: Callable[[], Any]) -> tuple[float, Any]:
     """Best wall time of `repeats` runs (the machine may be shared: the best is the least
     disturbed) and the last result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+    timing = time_calls(run, repeats)
+    return min(timing.seconds), timing.result
 
 
 def _rate(count: int, seconds: float) -> dict[str, float]:
@@ -257,14 +86,14 @@ def prep_benchmark(config: ConfigDict, tokenizer: Tokenizer, *, repeats: int,
     settings = DataSettings.from_config(config.data,
                                         max_predictions_per_seq=config.max_predictions_per_seq)
     files = expand_files(settings.train_files, key="config.data.train_files")
-    sp = tokenizer._sp
+    sp = sentencepiece_processor(tokenizer)
     recipe = dict(max_seq_len=config.max_seq_len, max_predictions=config.max_predictions_per_seq,
                   mask_prob=settings.mask.mask_prob, dupe_factor=settings.dupe_factor,
                   short_seq_prob=settings.short_seq_prob, seed=config.seed,
                   whole_word=settings.mask.whole_word_mask)
 
-    read_s, documents = _timed(repeats, lambda: _reference_documents(files, sp))
-    examples_s, reference = _timed(repeats, lambda: reference_examples(documents, sp, **recipe))
+    read_s, documents = _best(repeats, lambda: tokenized_documents(files, sp))
+    examples_s, reference = _best(repeats, lambda: reference_examples(documents, sp, **recipe))
     reference_count = len(reference["input_ids"])
 
     data = ConfigDict(config.data.to_dict())
@@ -282,7 +111,7 @@ def prep_benchmark(config: ConfigDict, tokenizer: Tokenizer, *, repeats: int,
         return run
 
     cores = resolve_workers(0)
-    end_to_end = {workers: _timed(repeats, ours_end_to_end(workers)) for workers in (1, cores)}
+    end_to_end = {workers: _best(repeats, ours_end_to_end(workers)) for workers in (1, cores)}
     corpus, _ = tokenize_files(settings.train_files, tokenizer=tokenizer,
                                doc_separator=settings.doc_separator,
                                key="config.data.train_files", num_workers=cores)
@@ -298,7 +127,7 @@ def prep_benchmark(config: ConfigDict, tokenizer: Tokenizer, *, repeats: int,
             return len(instances)
         return run
 
-    recipe_ours = {workers: _timed(repeats, ours_recipe(workers)) for workers in (1, cores)}
+    recipe_ours = {workers: _best(repeats, ours_recipe(workers)) for workers in (1, cores)}
     reference_total = read_s + examples_s
     return {
         "settings": {"max_seq_len": config.max_seq_len, "dupe_factor": settings.dupe_factor,
@@ -363,7 +192,7 @@ class _Feed:
         from bert.config import model_config
         from bert.model import BertForPreTraining
         from bert.train import PretrainingTask
-        from bert.optim import make_optimizer
+        from bert.optim import OptimizerSettings, make_optimizer
 
         _, prepared = data.build(config, workdir)
         self.batches = data.train_batches(prepared, batch_size_per_host=config.batch_size,
@@ -371,7 +200,8 @@ class _Feed:
         self.sample = [next(self.batches) for _ in range(steps)]  # starts the reader threads
         self.real_tokens = statistics.mean(float(b["input_mask"].sum()) for b in self.sample)
         task = PretrainingTask(BertForPreTraining(model_config(config)), config.data.nsp_weight)
-        self.runner = partitioning.build_runner(config, task, make_optimizer(config))
+        optimizer = make_optimizer(OptimizerSettings.from_config(config))
+        self.runner = partitioning.build_runner(config, task, optimizer)
         self.state = self.runner.init_state(jax.random.key(0))
         self.rng = jax.random.key(1)
         self.rates: dict[str, float] = {}
@@ -391,10 +221,7 @@ class _Feed:
         self.step(batch)
 
     def time_block(self, name: str, steps: int, run: Callable[[], Any]) -> None:
-        started = time.perf_counter()
-        for _ in range(steps):
-            run()
-        seconds = time.perf_counter() - started
+        seconds = sum(time_calls(run, steps).seconds)
         if name == "fed":
             self.fed_seconds += seconds
         self.rates[name] = max(self.rates.get(name, 0.0), steps / seconds)
@@ -517,10 +344,25 @@ def scale_benchmark(config: ConfigDict, tokenizer_dir: Path, *, sizes_mb: Sequen
     return rows
 
 
+def define_flags() -> None:
+    """Only when run as a command: tests import this module alongside other command-line
+    modules, and absl flags may be defined only once per process."""
+    cli.define_config_flags()
+    flags.DEFINE_string("output", None, "JSON file for the results")
+    flags.DEFINE_list("sections", ["prep", "packing", "pipeline"],
+                      "which measurements: prep, packing, pipeline, scale")
+    flags.DEFINE_list("sizes_mb", ["256", "1024"], "corpus sizes of the scale section, in MiB")
+    flags.DEFINE_integer("repeats", 3, "timed repeats of each preparation; best reported")
+    flags.DEFINE_integer("steps", 100, "train steps and batches timed per block")
+    flags.DEFINE_string("workdir", "runs/bench_data",
+                        "tokenizer and prepared-data cache (tokenizer training is untimed)")
+
+
 def main(argv: list[str]) -> None:
-    del argv
+    # A pretraining config, checked as bert.pretrain checks it: the pipeline section trains.
+    config = cli.config_from_flags(COMMAND, argv, validate, pretraining_config)
     options = flags.FLAGS
-    config, workdir = options.config, Path(options.workdir)
+    workdir = Path(options.workdir)
     cache = workdir / "data"
     settings = DataSettings.from_config(config.data,
                                         max_predictions_per_seq=config.max_predictions_per_seq)
@@ -547,16 +389,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    # Defined here, not at import: tests import the reference from this module alongside other
-    # command-line modules, and absl flags may be defined only once per process.
-    config_flags.DEFINE_config_file("config", None, "pretraining config file")
-    flags.DEFINE_string("output", None, "JSON file for the results")
-    flags.DEFINE_list("sections", ["prep", "packing", "pipeline"],
-                      "which measurements: prep, packing, pipeline, scale")
-    flags.DEFINE_list("sizes_mb", ["256", "1024"], "corpus sizes of the scale section, in MiB")
-    flags.DEFINE_integer("repeats", 3, "timed repeats of each preparation; best reported")
-    flags.DEFINE_integer("steps", 100, "train steps and batches timed per block")
-    flags.DEFINE_string("workdir", "runs/bench_data",
-                        "tokenizer and prepared-data cache (tokenizer training is untimed)")
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,23 +1,14 @@
 """Training-step benchmark: this codebase side by side with the implementations researchers use.
 
-    python -m bert.bench --config experiments/pretrain/base.py [--vs torch,hf_flax] --output FILE.json
+    python -m benchmarks.step --config experiments/pretrain/base.py [--vs torch,hf_flax] --output FILE.json
         [--task pretrain|classify|squad|eval] [--seq_len 128] [--batch_size 8] [--steps 20]
-        [--warmup_steps 3] [--repeats 1] [--dtype float32]
+        [--warmup_steps 3] [--repeats 1] [--dtype float32] [--config.key=value ...]
 
-`--config` names the model (a pretraining config); `--task` the step that is timed:
-
-pretrain  MLM + NSP (below); the shapes default to the config's.
-classify  the fine-tuning step of sentence classification, 2 labels, as the SST-2 recipe
-          (experiments/finetune/sst2.py: 128 tokens, batch 32) runs it: bert-jax's
-          `make_train_step` with the task's `FineTuneTask` and optimizer, against transformers'
-          BertForSequenceClassification (PyTorch, torch AdamW, the same clip) and
-          FlaxBertForSequenceClassification (optax adamw).
-squad     the same for span QA (experiments/finetune/squad_v1.py: 384 tokens, batch 32):
-          BertForQuestionAnswering / FlaxBertForQuestionAnswering.
-eval      bert-jax's evaluation (`bert.finetune.predict`: length buckets, sorted by length) of
-          the classifier on real sentences (--eval_files, tokenized with --eval_tokenizer), and
-          the same evaluation padded to max_seq_len always (the `fixed_length` arm): sentences/s.
-          A "step" is one pass over all the sentences.
+`--config` names the model (a pretraining config; its keys can be set as for bert.pretrain,
+bert/cli.py); `--task` the step that is timed: `pretrain`, MLM + NSP (below), whose shapes
+default to the config's, or one of the fine-tuning benchmark's (benchmarks/finetune.py):
+`classify` and `squad`, the fine-tuning steps of the SST-2 and SQuAD recipes, and `eval`,
+bert-jax's evaluation of real sentences with length buckets against max_seq_len.
 
 Each implementation runs in its own subprocess (clean peak memory, no thread pools fighting),
 on identical shapes, with AdamW and dropout 0.1, timing full steps (forward MLM+NSP, backward,
@@ -28,8 +19,9 @@ imports them. Model FLOPs per step follow the usual count of useful matmul work:
     6 · (B·S·(12·L·H² + H² + 2·L·S·H) + B·P·(H² + H·V))
 
 (P masked positions per sequence); a fine-tuning step counts the encoder the same way and its
-head (`finetune_flops_per_step`). MFU divides achieved FLOP/s by the best matmul rate this
-benchmark itself measures on the machine in the same dtype (JAX or PyTorch, whichever is higher).
+head (`benchmarks.finetune.flops_per_step`). MFU divides achieved FLOP/s by the best matmul rate
+this benchmark itself measures on the machine in the same dtype (JAX or PyTorch, whichever is
+higher).
 """
 from __future__ import annotations
 
@@ -40,23 +32,27 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
+from ml_collections import ConfigDict
 
-from bert import allocator
+from benchmarks import finetune
+from benchmarks.measure import (encoder_matmuls, jax_peak_memory, machine, measure_peak_flops,
+                                time_steps)
+from bert import allocator, cli
+from bert.config import model_config, pretraining_config
 from bert.files import write_atomically
 
 FLAGS = flags.FLAGS
+COMMAND = "benchmarks.step"
 
 
 def define_flags() -> None:
     """Only when run as a command: other CLIs define --config/--output too, and tests import
     several of them into one process."""
-    config_flags.DEFINE_config_file("config", None, "pretraining config file")
+    cli.define_config_flags()
     flags.DEFINE_list("vs", [], "peers to run as well: torch, hf_flax")
     flags.DEFINE_string("output", None, "JSON file for the results")
     flags.DEFINE_integer("seq_len", None, "tokens per sequence (default: config.max_seq_len)")
@@ -79,13 +75,12 @@ def define_flags() -> None:
     flags.DEFINE_list("eval_files", ["data/sotu/eval/*.txt"],
                       "eval: text files (globs) whose sentences are evaluated")
     flags.DEFINE_string("eval_tokenizer", "", "eval: tokenizer folder or *.model file; empty: a "
-                        f"SentencePiece model of {EVAL_VOCAB_SIZE} pieces trained on "
-                        f"{EVAL_TOKENIZER_FILES}, as the demo's")
+                        f"SentencePiece model of {finetune.EVAL_VOCAB_SIZE} pieces trained on "
+                        f"{finetune.EVAL_TOKENIZER_FILES}, as the demo's")
     flags.DEFINE_integer("eval_sentences", 512, "eval: sentences drawn (seed 0) from --eval_files; "
                          "0 = all")
     flags.DEFINE_string("worker", None, "internal: run one implementation and print JSON")
     flags.DEFINE_string("eval_features", None, "internal: the eval worker's features (.npz)")
-    flags.mark_flags_as_required(["config"])
 
 
 IMPLS = ("bert-jax", "torch", "hf_flax")
@@ -96,12 +91,6 @@ TASKS = {
     "squad": "fine-tuning step, span QA",
     "eval": "bert-jax evaluation of real sentences, length buckets vs max_seq_len",
 }
-FINETUNE_TASKS = ("classify", "squad")
-# The fine-tuning recipe each task times (and eval evaluates): shapes, head, optimizer.
-FINETUNE_CONFIGS = {"classify": "sst2.py", "squad": "squad_v1.py", "eval": "sst2.py"}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EVAL_TOKENIZER_FILES = "data/sotu/train/*.txt"
-EVAL_VOCAB_SIZE = 8000
 
 # bert-jax with one optimization undone (or one option turned on), for before/after tables.
 # Each runs as the implementation "bert-jax/<name>"; MFU still counts only the useful FLOPs.
@@ -124,51 +113,34 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 ABLATION_TASKS: dict[str, tuple[str, ...]] = {
     "full_mlm_head": ("pretrain",),
     "full_last_layer": ("pretrain",),
-    "bf16": ("pretrain", *FINETUNE_TASKS, "eval"),
-    "system_allocator": ("pretrain", *FINETUNE_TASKS, "eval"),
+    "bf16": ("pretrain", *finetune.TASKS, "eval"),
+    "system_allocator": ("pretrain", *finetune.TASKS, "eval"),
     "fixed_length": ("eval",),
 }
+# transformers' PyTorch class of each task; the Flax one is "Flax" + the same name.
+HF_MODELS = {"pretrain": "BertForPreTraining", **finetune.HF_MODELS}
 
 
 def ablation_tasks(name: str) -> tuple[str, ...]:
-    return ABLATION_TASKS.get(name, ("pretrain", *FINETUNE_TASKS))
-
-
-def _encoder_matmuls(batch: int, seq: int, layers: int, hidden: int) -> int:
-    """Multiply-adds of the encoder's dense layers and attention scores and context."""
-    return batch * seq * (12 * layers * hidden**2 + 2 * layers * seq * hidden)
+    return ABLATION_TASKS.get(name, ("pretrain", *finetune.TASKS))
 
 
 def model_flops_per_step(batch: int, seq: int, layers: int, hidden: int, vocab: int,
                          predictions: int) -> float:
-    dense = _encoder_matmuls(batch, seq, layers, hidden) + batch * seq * hidden**2
+    dense = encoder_matmuls(batch, seq, layers, hidden) + batch * seq * hidden**2
     head = batch * predictions * (hidden**2 + hidden * vocab)
     return 6.0 * (dense + head)
-
-
-def finetune_flops_per_step(task: str, batch: int, seq: int, layers: int, hidden: int,
-                            num_labels: int = 2) -> float:
-    """Training FLOPs of a fine-tuning step: the encoder over every token, and the head: pooler
-    and classifier on [CLS] (classify), or start and end logits of every token (squad)."""
-    if task == "squad":
-        head = batch * seq * hidden * 2
-    else:
-        head = batch * (hidden**2 + hidden * num_labels)
-    return 6.0 * (_encoder_matmuls(batch, seq, layers, hidden) + head)
 
 
 def step_flops(s: dict[str, Any]) -> float:
     if s["task"] == "pretrain":
         return model_flops_per_step(s["batch_size"], s["seq_len"], s["num_layers"],
                                     s["hidden_size"], s["vocab_size"], s["predictions"])
-    return finetune_flops_per_step(s["task"], s["batch_size"], s["seq_len"], s["num_layers"],
+    return finetune.flops_per_step(s["task"], s["batch_size"], s["seq_len"], s["num_layers"],
                                    s["hidden_size"], s.get("num_labels", 2))
 
 
-def _shapes(config: Any) -> dict[str, Any]:
-    from bert.config import model_config
-    from bert.tasks import classification
-
+def _shapes(config: ConfigDict) -> dict[str, Any]:
     model = model_config(config)
     task = FLAGS.task
     s: dict[str, Any] = dict(task=task)
@@ -178,11 +150,7 @@ def _shapes(config: Any) -> dict[str, Any]:
                  predictions=(config.max_predictions_per_seq if seq == config.max_seq_len
                               else math.ceil(0.15 * seq)))
     else:
-        recipe = _finetune_config(task)
-        s.update(batch_size=FLAGS.batch_size or recipe.batch_size,
-                 seq_len=FLAGS.seq_len or recipe.max_seq_len)
-        if task != "squad":
-            s["num_labels"] = len(classification.glue_task(recipe.task).labels)
+        s.update(finetune.shapes(task, FLAGS.batch_size, FLAGS.seq_len))
     s.update(
         num_layers=model.num_layers, hidden_size=model.hidden_size, num_heads=model.num_heads,
         intermediate_size=model.intermediate_size, vocab_size=model.vocab_size,
@@ -191,23 +159,12 @@ def _shapes(config: Any) -> dict[str, Any]:
     return s
 
 
-def _finetune_config(task: str, s: dict[str, Any] | None = None) -> Any:
-    """The fine-tuning recipe `task` times, at the benchmark's shapes when `s` is given."""
-    from bert import cli
-
-    recipe = cli.load_config(os.path.join(REPO, "experiments", "finetune", FINETUNE_CONFIGS[task]))
-    if s is not None:
-        recipe.batch_size, recipe.max_seq_len = s["batch_size"], s["seq_len"]
-        recipe.dropout_rate, recipe.dtype = s["dropout"], s["dtype"]
-    return recipe
-
-
-def _synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     """Full-length pairs with P distinct masked positions per row (what pretraining feeds), or
     with a label (classify) or answer span (squad) per row for a fine-tuning step."""
     task = s.get("task", "pretrain")
     if task != "pretrain":
-        return _finetune_batch(s, task, seed)
+        return finetune.synthetic_batch(s, task, seed)
     rng = np.random.default_rng(seed)
     b, t, p = s["batch_size"], s["seq_len"], s["predictions"]
     positions = np.sort(np.stack([rng.choice(np.arange(1, t - 1), p, replace=False) for _ in range(b)]), 1)
@@ -223,61 +180,16 @@ def _synthetic_batch(s: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     )
 
 
-def _finetune_batch(s: dict[str, Any], task: str, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    b, t = s["batch_size"], s["seq_len"]
-    batch = dict(
-        input_ids=rng.integers(5, s["vocab_size"], (b, t)).astype(np.int32),
-        input_mask=np.ones((b, t), np.int32),
-        segment_ids=(np.arange(t)[None] >= t // 2).repeat(b, 0).astype(np.int32),
-        example_weights=np.ones(b, np.float32),
-    )
-    if task == "squad":
-        starts = rng.integers(t // 2, t - 1, b)
-        batch.update(start_positions=starts.astype(np.int32),
-                     end_positions=np.minimum(starts + rng.integers(0, 30, b), t - 1).astype(np.int32))
-    else:
-        batch["label_ids"] = rng.integers(0, s["num_labels"], b).astype(np.int32)
-    return batch
-
-
-def _hf_labels(task: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def hf_labels(task: str, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The batch's targets under the names transformers' PyTorch heads take them."""
-    if task == "classify":
-        return dict(labels=batch["label_ids"])
-    if task == "squad":
-        return dict(start_positions=batch["start_positions"], end_positions=batch["end_positions"])
+    if task != "pretrain":
+        return finetune.hf_labels(task, batch)
     labels = np.full(batch["input_ids"].shape, -100, np.int64)
     np.put_along_axis(labels, batch["masked_lm_positions"], batch["masked_lm_ids"], axis=1)
     return dict(labels=labels, next_sentence_label=batch["next_sentence_labels"])
 
 
-def _time(step: Callable[[], None], steps: int, warmup: int) -> dict[str, Any]:
-    """Compilation time, then `steps` step times after `warmup` steps, and the minor page
-    faults per timed step (memory the allocator mapped afresh: see bert/allocator.py)."""
-    start = time.perf_counter()
-    step()  # compilation (or first-call setup) happens here
-    compile_s = time.perf_counter() - start
-    for _ in range(warmup):
-        step()
-    times = []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    return dict(compile_s=compile_s, step_times=times, page_faults_per_step=faults / max(steps, 1))
-
-
-def _jax_peak_memory() -> int | None:
-    import jax
-
-    stats = jax.devices()[0].memory_stats()
-    return int(stats["peak_bytes_in_use"]) if stats else None
-
-
-def _apply_variant(config: Any, s: dict[str, Any], ablation: str | None) -> dict[str, Any]:
+def _apply_variant(config: ConfigDict, s: dict[str, Any], ablation: str | None) -> dict[str, Any]:
     """Sets the model keys of `s` and of the ablation in `config`; returns the ablation's
     other options (donate, clip, ...)."""
     config.model.dtype = s["dtype"]
@@ -291,39 +203,35 @@ def _apply_variant(config: Any, s: dict[str, Any], ablation: str | None) -> dict
     return options
 
 
-def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
+def run_bert_jax(config: ConfigDict, s: dict[str, Any], steps: int, warmup: int,
                  ablation: str | None = None) -> dict[str, Any]:
     import jax
     import optax
 
     from bert import train
-    from bert.config import model_config
     from bert.model import BertForPreTraining
-    from bert.optim import clip_by_global_norm, make_optimizer
-    from bert.tasks import registry
+    from bert.optim import OptimizerSettings, clip_by_global_norm, make_optimizer
 
     options = _apply_variant(config, s, ablation)
     if s["task"] == "eval":
-        return _run_bert_jax_eval(config, s, steps, warmup, options)
+        return finetune.run_eval(config, s, steps, warmup,
+                                 fixed_length=options.get("fixed_length", False),
+                                 features_file=FLAGS.eval_features, eval_files=FLAGS.eval_files)
     clip = optax.clip_by_global_norm if options.get("optax_clip") else clip_by_global_norm
     if s["task"] == "pretrain":
         model = BertForPreTraining(model_config(config),
                                    prune_last_layer=options.get("prune_last_layer", True))
-        tx = make_optimizer(config, clip)
+        tx = make_optimizer(OptimizerSettings.from_config(config), clip)
         task: train.Task = train.PretrainingTask(model, nsp_weight=1.0)
     else:  # the fine-tuning task's own model, loss and optimizer, as bert.finetune builds them
-        from bert.finetune import optimizer_config
-
-        recipe = _finetune_config(s["task"], s)
-        family = registry.family(recipe, tokenizer=None)  # the step reads no text
-        task = family.task(family.model(model_config(config)))
-        tx = make_optimizer(optimizer_config(recipe, train_steps=1 + warmup + steps), clip)
+        task, optimizer = finetune.bert_jax_task(config, s, train_steps=1 + warmup + steps)
+        tx = make_optimizer(optimizer, clip)
     state = train.create_train_state(task, tx, jax.random.key(0))
     step_fn = jax.jit(train.make_train_step(task, tx),
                       donate_argnums=(0,) if options.get("donate", True) else ())
-    batch = _synthetic_batch(s)
+    batch = synthetic_batch(s)
     if options.get("full_mlm_head"):  # every position through the decoder; the loss still reads the masked ones
-        batch = _all_positions(batch)
+        batch = all_positions(batch)
     batch = jax.device_put(batch)
     rng = jax.random.key(1)
     holder = {"state": state}
@@ -332,45 +240,10 @@ def run_bert_jax(config: Any, s: dict[str, Any], steps: int, warmup: int,
         holder["state"], sums = step_fn(holder["state"], batch, rng)
         jax.block_until_ready(sums)
 
-    return dict(_time(step, steps, warmup), peak_memory_bytes=_jax_peak_memory())
+    return dict(time_steps(step, steps, warmup), peak_memory_bytes=jax_peak_memory())
 
 
-def _run_bert_jax_eval(config: Any, s: dict[str, Any], passes: int, warmup: int,
-                       options: dict[str, Any]) -> dict[str, Any]:
-    """Passes of `bert.finetune.predict` over the sentences the parent featurized."""
-    import jax
-
-    from bert.config import length_buckets, model_config
-    from bert.finetune import optimizer_config, predict
-    from bert.optim import make_optimizer
-    from bert.partitioning import build_runner
-    from bert.tasks import batches, registry
-
-    recipe = _finetune_config("eval", s)
-    if options.get("fixed_length"):
-        recipe.length_buckets = str(s["seq_len"])
-    with np.load(FLAGS.eval_features) as saved:
-        features = dict(saved)
-    family = registry.family(recipe, tokenizer=None)
-    task = family.task(family.model(model_config(config)))
-    # One device, as the step rows run (a test session's CPU may be split into several).
-    runner = build_runner(recipe, task, make_optimizer(optimizer_config(recipe, train_steps=1)),
-                          devices=jax.devices()[:1])
-    params = runner.init_state(jax.random.key(0)).params
-    split = registry.Split("eval", ",".join(FLAGS.eval_files), (), features)
-    computed = sum(b.host_batch["input_ids"].size for b in batches.eval_batches(
-        features, batch_size=s["batch_size"], buckets=length_buckets(recipe),
-        max_seq_len=s["seq_len"]))
-
-    def one_pass() -> None:
-        predict(runner, params, split, recipe)  # returns host arrays: the pass is complete
-
-    return dict(_time(one_pass, passes, warmup), peak_memory_bytes=_jax_peak_memory(),
-                sentences=len(features["input_ids"]), real_tokens=int(features["input_mask"].sum()),
-                computed_tokens=int(computed), buckets=list(length_buckets(recipe)))
-
-
-def _all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The batch with all S positions gathered for the MLM head, weight 0 off the masked ones."""
     b, t = batch["input_ids"].shape
     ids = np.zeros((b, t), np.int32)
@@ -381,7 +254,7 @@ def _all_positions(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 masked_lm_ids=ids, masked_lm_weights=weights)
 
 
-def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+def run_torch(config: ConfigDict, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -392,9 +265,9 @@ def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[s
     model = model_class(_hf_config(transformers.BertConfig, s)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6,
                                   weight_decay=0.01)
-    batch = _synthetic_batch(s)
+    batch = synthetic_batch(s)
     arrays = dict(input_ids=batch["input_ids"], attention_mask=batch["input_mask"],
-                  token_type_ids=batch["segment_ids"], **_hf_labels(s["task"], batch))
+                  token_type_ids=batch["segment_ids"], **hf_labels(s["task"], batch))
     inputs = {k: torch.from_numpy(v).long().to(device) for k, v in arrays.items()}
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=s["dtype"] == "bfloat16")
 
@@ -410,12 +283,12 @@ def run_torch(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[s
         else:
             loss.item()
 
-    timed = _time(step, steps, warmup)
+    timed = time_steps(step, steps, warmup)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     return dict(timed, peak_memory_bytes=peak)
 
 
-def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
+def run_hf_flax(config: ConfigDict, s: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
     import optax
@@ -428,7 +301,7 @@ def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict
                      optax.adamw(1e-4, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01))
     params = model.params
     opt_state = tx.init(params)
-    batch = jax.device_put(_synthetic_batch(s))
+    batch = jax.device_put(synthetic_batch(s))
 
     def loss_fn(params: Any, rng: jax.Array) -> jax.Array:
         out = model(batch["input_ids"], batch["input_mask"], batch["segment_ids"], params=params,
@@ -449,30 +322,21 @@ def run_hf_flax(config: Any, s: dict[str, Any], steps: int, warmup: int) -> dict
         holder["params"], holder["opt_state"], loss = train_step(holder["params"], holder["opt_state"], rng)
         jax.block_until_ready(loss)
 
-    return dict(_time(step, steps, warmup), peak_memory_bytes=_jax_peak_memory())
+    return dict(time_steps(step, steps, warmup), peak_memory_bytes=jax_peak_memory())
 
 
 def _flax_loss(task: str, out: Any, batch: dict[str, Any]) -> Any:
     """The mean loss of transformers' Flax head outputs, as its example scripts compute it."""
+    if task != "pretrain":
+        return finetune.flax_loss(task, out, batch)
+    import jax.numpy as jnp
     import optax
 
     cross_entropy = optax.softmax_cross_entropy_with_integer_labels
-    if task == "classify":
-        return cross_entropy(out.logits, batch["label_ids"]).mean()
-    if task == "squad":
-        return (cross_entropy(out.start_logits, batch["start_positions"]).mean()
-                + cross_entropy(out.end_logits, batch["end_positions"]).mean()) / 2
-    import jax.numpy as jnp
-
     # The decoder ran over every position, as in run_mlm_flax; the loss reads the masked ones.
     logits = jnp.take_along_axis(out.prediction_logits, batch["masked_lm_positions"][..., None], 1)
     mlm = cross_entropy(logits, batch["masked_lm_ids"]).mean()
     return mlm + cross_entropy(out.seq_relationship_logits, batch["next_sentence_labels"]).mean()
-
-
-# transformers' PyTorch class of each task; the Flax one is "Flax" + the same name.
-HF_MODELS = {"pretrain": "BertForPreTraining", "classify": "BertForSequenceClassification",
-             "squad": "BertForQuestionAnswering"}
 
 
 def _hf_config(config_class: Any, s: dict[str, Any]) -> Any:
@@ -485,61 +349,6 @@ def _hf_config(config_class: Any, s: dict[str, Any]) -> Any:
     )
 
 
-def measure_peak_flops(dtype: str) -> dict[str, float]:
-    """Best square-matmul FLOP/s in `dtype` with JAX and, when installed, PyTorch."""
-    import jax
-
-    on_gpu = jax.default_backend() != "cpu"
-    n = 8192 if on_gpu else 2048
-    # Random operands: a GPU multiplies constant or zero matrices faster than real data (less
-    # switching power, higher clocks), which would make the peak, and so MFU, flattering.
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    matmul = jax.jit(lambda x: x @ x)
-    times = _time(lambda: matmul(a).block_until_ready(), 10, 2)["step_times"]
-    rates = {"jax": 2 * n**3 / min(times)}
-    try:
-        import torch
-    except ImportError:
-        return rates
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.randn((n, n), generator=torch.Generator().manual_seed(0)).to(
-        device=device, dtype=getattr(torch, dtype))
-
-    def torch_matmul() -> None:
-        (x @ x).sum().item()
-
-    times = _time(torch_matmul, 10, 2)["step_times"]
-    rates["torch"] = 2 * n**3 / min(times)
-    return rates
-
-
-def _machine() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, vector ISA, package versions."""
-    from importlib import metadata
-
-    import jax
-
-    cpu, isa = "", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and not cpu:
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not isa:
-                    isa = sorted(set(line.split(":", 1)[1].split()) & {
-                        "avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-    except OSError:
-        pass
-    versions = {}
-    for package in ("jax", "jaxlib", "flax", "optax", "torch", "transformers"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return dict(cpu=cpu, cores=os.cpu_count(), isa=isa, backend=jax.default_backend(),
-                devices=[d.device_kind for d in jax.devices()], versions=versions)
-
-
 _RUNNERS = {"bert-jax": run_bert_jax, "torch": run_torch, "hf_flax": run_hf_flax}
 # The worker that measures the peak matmul rate and describes the machine. The parent never
 # starts an accelerator runtime itself: on a GPU, JAX would take most of the device's memory
@@ -547,13 +356,12 @@ _RUNNERS = {"bert-jax": run_bert_jax, "torch": run_torch, "hf_flax": run_hf_flax
 PROBE = "probe"
 
 
-def _run_worker(impl: str) -> None:
+def _run_worker(impl: str, config: ConfigDict) -> None:
     if allocator.is_tuned(os.environ):  # as the commands run under these settings
         allocator.keep_dispatch_inline()
-    config = FLAGS.config
     s = _shapes(config)
     if impl == PROBE:
-        probe = dict(peak_flops_by_impl=measure_peak_flops(s["dtype"]), machine=_machine())
+        probe = dict(peak_flops_by_impl=measure_peak_flops(s["dtype"]), machine=machine())
         print("BENCH_RESULT " + json.dumps(probe))
         return
     base, _, ablation = impl.partition("/")
@@ -578,7 +386,7 @@ def worker_allocator(impl: str) -> str:
 
 
 def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bert.bench", *argv, f"--worker={impl}"]
+    command = [sys.executable, "-m", COMMAND, *argv, f"--worker={impl}"]
     # Every implementation, peers included, runs under the same allocator settings.
     environment = (allocator.tuned_environment if worker_allocator(impl) == "tuned"
                    else allocator.system_environment)(os.environ)
@@ -592,7 +400,7 @@ def _spawn(impl: str, argv: list[str]) -> dict[str, Any]:
 _PARENT_FLAGS = ("--vs", "--ablations", "--output", "--allocator")  # not passed to workers
 
 
-def _worker_args(args: list[str]) -> list[str]:
+def worker_args(args: list[str]) -> list[str]:
     """The command line minus the flags only the parent uses (`_PARENT_FLAGS`)."""
     kept, skip_value = [], False
     for arg in args:
@@ -615,13 +423,7 @@ def summarize(impl: str, raws: list[dict[str, Any]], s: dict[str, Any],
     memory = [r["peak_memory_bytes"] for r in raws if r["peak_memory_bytes"] is not None]
     row: dict[str, Any] = dict(impl=impl)
     if s["task"] == "eval":
-        first = raws[0]
-        row.update(
-            sentences_per_sec=first["sentences"] / step_s,
-            tokens_per_sec=first["real_tokens"] / step_s,  # real tokens, padding not counted
-            computed_tokens_per_sec=first["computed_tokens"] / step_s,  # padding counted
-            padding_fraction=1.0 - first["real_tokens"] / first["computed_tokens"],
-            sentences=first["sentences"], buckets=first["buckets"])
+        row.update(finetune.eval_rates(raws[0], step_s))
     else:
         flops = step_flops(s)
         row.update(tokens_per_sec=s["batch_size"] * s["seq_len"] / step_s,
@@ -642,48 +444,16 @@ def summarize(impl: str, raws: list[dict[str, Any]], s: dict[str, Any],
     return row
 
 
-def eval_features(files: list[str], tokenizer: Any, max_seq_len: int, count: int,
-                  seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The classifier's features of `count` sentences drawn from `files` (all when 0), in file
-    order, and a description of their lengths."""
-    from bert.data.corpus import read_documents
-    from bert.tasks import classification
-
-    documents, _ = read_documents(files, key="--eval_files")
-    sentences = [sentence for document in documents for sentence in document]
-    if 0 < count < len(sentences):
-        chosen = np.sort(np.random.default_rng(seed).choice(len(sentences), count, replace=False))
-        sentences = [sentences[i] for i in chosen]
-    examples = [classification.Example(str(i), text, None, None) for i, text in enumerate(sentences)]
-    features = classification.featurize(examples, tokenizer, max_seq_len,
-                                        classification.glue_task("sst2"))
-    lengths = features["input_mask"].sum(-1)
-    info = dict(files=files, sentences=len(sentences), max_seq_len=max_seq_len,
-                tokens_mean=float(lengths.mean()), tokens_median=float(np.median(lengths)),
-                tokens_p90=float(np.percentile(lengths, 90)), tokens_max=int(lengths.max()),
-                rows_cut_at_max_seq_len=int((lengths == max_seq_len).sum()))
-    return features, info
-
-
-def _eval_tokenizer(directory: str) -> tuple[Any, str]:
-    """--eval_tokenizer, or a SentencePiece model trained on EVAL_TOKENIZER_FILES in
-    `directory`; and what it is, for the report."""
-    from bert.data.corpus import read_sentences
-    from bert.tokenizer import load_tokenizer, train_sentencepiece
-
-    if FLAGS.eval_tokenizer:
-        return load_tokenizer(FLAGS.eval_tokenizer), FLAGS.eval_tokenizer
-    print(f"training a {EVAL_VOCAB_SIZE}-piece SentencePiece model on {EVAL_TOKENIZER_FILES} "
-          "...", flush=True)
-    tokenizer = train_sentencepiece(read_sentences(EVAL_TOKENIZER_FILES), EVAL_VOCAB_SIZE,
-                                    os.path.join(directory, "sentencepiece"))
-    return tokenizer, (f"SentencePiece (unigram), {EVAL_VOCAB_SIZE} pieces, trained on "
-                       f"{EVAL_TOKENIZER_FILES}")
+def _model_builds(config: ConfigDict) -> None:
+    """The check of --config before any worker starts: its model must build (the benchmark
+    reads no data, so the training files may be empty)."""
+    model_config(config)
 
 
 def main(argv: list[str]) -> None:
+    config = cli.config_from_flags(COMMAND, argv, _model_builds, pretraining_config)
     if FLAGS.worker:
-        _run_worker(FLAGS.worker)
+        _run_worker(FLAGS.worker, config)
         return
     unknown = sorted(set(FLAGS.vs) - set(IMPLS[1:]))
     if unknown:
@@ -705,13 +475,13 @@ def main(argv: list[str]) -> None:
                              f"{FLAGS.steps})")
     if FLAGS.output:
         os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    s = _shapes(FLAGS.config)
-    passthrough = _worker_args(sys.argv[1:])
+    s = _shapes(config)
+    passthrough = worker_args(sys.argv[1:])
     extra: dict[str, Any] = dict(task=FLAGS.task)
     with tempfile.TemporaryDirectory() as scratch:
         if FLAGS.task == "eval":  # tokenized once, here: the workers time the model alone
-            tokenizer, extra["tokenizer"] = _eval_tokenizer(scratch)
-            features, extra["eval_data"] = eval_features(
+            tokenizer, extra["tokenizer"] = finetune.eval_tokenizer(FLAGS.eval_tokenizer, scratch)
+            features, extra["eval_data"] = finetune.eval_features(
                 FLAGS.eval_files, tokenizer, s["seq_len"], FLAGS.eval_sentences)
             np.savez(os.path.join(scratch, "features.npz"), **features)
             passthrough.append(f"--eval_features={os.path.join(scratch, 'features.npz')}")
@@ -723,10 +493,10 @@ def _run_rounds(s: dict[str, Any], passthrough: list[str], extra: dict[str, Any]
     raws: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
     peaks: dict[str, float] = {}
     errors: dict[str, str] = {}
-    machine: dict[str, Any] = {}
+    probed: dict[str, Any] = {}
     for round_index in range(FLAGS.repeats):
         probe = _spawn(PROBE, passthrough)
-        machine = machine or probe["machine"]
+        probed = probed or probe["machine"]
         # The best rate seen in any round: a peak measured under load would flatter the MFU.
         for name, rate in probe["peak_flops_by_impl"].items():
             peaks[name] = max(rate, peaks.get(name, 0.0))
@@ -741,23 +511,23 @@ def _run_rounds(s: dict[str, Any], passthrough: list[str], extra: dict[str, Any]
                 print(error, file=sys.stderr, flush=True)
             # Written after every worker, so a run cut short (a job or time limit running
             # out) still leaves what it measured; "complete" says whether it is the whole run.
-            report = _report(raws, s, peaks, machine, errors, extra)
+            report = _report(raws, s, peaks, probed, errors, extra)
             if FLAGS.output:
                 write_atomically(FLAGS.output, json.dumps(report, indent=2))
     if raws["bert-jax"]:
-        print(format_eval_table(report) if s["task"] == "eval" else format_table(report))
+        print(finetune.format_eval_table(report) if s["task"] == "eval" else format_table(report))
     if errors:
         raise SystemExit(f"failed: {', '.join(errors)} (messages above and in the JSON)")
 
 
 def _report(raws: dict[str, list[dict[str, Any]]], s: dict[str, Any], peaks: dict[str, float],
-            machine: dict[str, Any], errors: dict[str, str],
+            probed: dict[str, Any], errors: dict[str, str],
             extra: dict[str, Any]) -> dict[str, Any]:
     peak = max(peaks.values())
     results = [summarize(impl, runs, s, peak) for impl, runs in raws.items() if runs]
     complete = not errors and all(len(runs) == FLAGS.repeats for runs in raws.values())
     report = dict(extra, peak_flops=peak, peak_flops_by_impl=peaks, results=results,
-                  machine=machine, load_average_at_end=os.getloadavg(), complete=complete,
+                  machine=probed, load_average_at_end=os.getloadavg(), complete=complete,
                   errors=errors)
     rates = {r["impl"]: r.get("sentences_per_sec") for r in results}
     if rates.get("bert-jax") and rates.get("bert-jax/fixed_length"):
@@ -782,24 +552,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_eval_table(report: dict[str, Any]) -> str:
-    base = report["results"][0]["sentences_per_sec"]
-    data = report["eval_data"]
-    width = max(10, *(len(r["impl"]) for r in report["results"]))
-    lines = [f"{data['sentences']} sentences, {data['tokens_mean']:.1f} tokens on average "
-             f"(max_seq_len {data['max_seq_len']})",
-             f"{'impl':<{width}} {'sentences/s':>12} {'tokens/s':>10} {'pass s':>8} "
-             f"{'padding':>8} {'passes':>7} {'bert-jax is':>12}"]
-    for r in report["results"]:
-        lines.append(
-            f"{r['impl']:<{width}} {r['sentences_per_sec']:>12.1f} {r['tokens_per_sec']:>10.1f} "
-            f"{r['step_ms'] / 1e3:>8.1f} {r['padding_fraction']:>8.1%} {r['steps_timed']:>7} "
-            f"{base / r['sentences_per_sec']:>11.2f}x")
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
     # The parent measures the peak matmul rate under the allocator the bert-jax commands use.
     allocator.reexec_with_tuned_allocator()
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)
