@@ -49,7 +49,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
 # Mesh
 
 
-def mesh_shape(mesh_config: ConfigDict, num_devices: int) -> dict[str, int]:
+def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> dict[str, int]:
     """Axis sizes of config.mesh with its one -1 resolved to the remaining devices."""
     sizes = {axis: int(mesh_config[axis]) for axis in MESH_AXES}
     for axis, size in sizes.items():
@@ -77,7 +77,7 @@ def _by_process(devices: Sequence[jax.Device]) -> list[jax.Device]:
     return sorted(devices, key=lambda d: (d.process_index, d.id))
 
 
-def make_mesh(mesh_config: ConfigDict, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A (data, fsdp, tensor) Mesh; one axis may be -1 to take the remaining devices.
 
     Devices are laid out process by process with `tensor` innermost, so tensor-parallel groups
@@ -193,6 +193,25 @@ def _abstract(shapes: Any, shardings: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelSettings:
+    """What a runner reads of a config: the GLOBAL batch, its micro-batches, and where arrays
+    live (bert/config.py documents each key)."""
+
+    batch_size: int  # GLOBAL rows per optimizer step
+    grad_accum_steps: int = 1  # micro-batches per step
+    parallelism: str = "jit"  # "jit" over a Mesh, or "pmap"
+    mesh: Mapping[str, int] = dataclasses.field(  # axis sizes; one may be -1
+        default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1})
+
+    @classmethod
+    def from_config(cls, config: ConfigDict) -> "ParallelSettings":
+        return cls(batch_size=int(config.batch_size),
+                   grad_accum_steps=int(config.grad_accum_steps),
+                   parallelism=str(config.parallelism),
+                   mesh={axis: int(config.mesh[axis]) for axis in MESH_AXES})
+
+
+@dataclasses.dataclass(frozen=True)
 class BatchLayout:
     """How the GLOBAL `config.batch_size` splits over hosts, batch shards and micro-batches.
 
@@ -215,10 +234,10 @@ class BatchLayout:
 
 
 
-def batch_layout(config: ConfigDict, num_shards: int, shards_description: str,
+def batch_layout(settings: ParallelSettings, num_shards: int, shards_description: str,
                  process_count: int) -> BatchLayout:
     """Check that config.batch_size splits evenly; raise naming the key before any compile."""
-    global_size, accum = int(config.batch_size), int(config.grad_accum_steps)
+    global_size, accum = settings.batch_size, settings.grad_accum_steps
     divisor = num_shards * accum
     if global_size % divisor:
         suggestion = max(divisor, (global_size // divisor) * divisor)
@@ -263,17 +282,16 @@ class Runner:
     the global batch, [batch.per_host, ...] numpy arrays.
     """
 
-    def __init__(self, config: ConfigDict, task: train.Task,
+    def __init__(self, settings: ParallelSettings, task: train.Task,
                  tx: optax.GradientTransformation,
                  devices: Sequence[jax.Device] | None = None,
                  compiler_options: Mapping[str, Any] | None = None) -> None:
-        self.config = config
         self.task = task
         self.tx = tx
-        self.mesh = make_mesh(config.mesh, devices)
+        self.mesh = make_mesh(settings.mesh, devices)
         num_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         self.batch = batch_layout(
-            config, num_shards,
+            settings, num_shards,
             f"config.mesh.data={self.mesh.shape['data']} x config.mesh.fsdp="
             f"{self.mesh.shape['fsdp']}",
             len({d.process_index for d in self.mesh.devices.flat}),
@@ -285,7 +303,7 @@ class Runner:
             logging.info("partitioning: %s", note)
         self.abstract_state = _abstract(shapes, self.state_shardings)
         self.replicated = NamedSharding(self.mesh, P())
-        step_fn = train.make_train_step(task, tx, grad_accum_steps=config.grad_accum_steps)
+        step_fn = train.make_train_step(task, tx, grad_accum_steps=settings.grad_accum_steps)
         self.jitted_train_step = jax.jit(
             _gathering_params(step_fn, self.state_shardings.params),
             in_shardings=(self.state_shardings, self.batch_sharding, self.replicated),
@@ -367,22 +385,21 @@ class PmapRunner:
     both runners, and pretrain.py drives either without knowing which.
     """
 
-    def __init__(self, config: ConfigDict, task: train.Task,
+    def __init__(self, settings: ParallelSettings, task: train.Task,
                  tx: optax.GradientTransformation,
                  devices: Sequence[jax.Device] | None = None) -> None:
         for axis in ("fsdp", "tensor"):
-            if int(config.mesh[axis]) != 1:
+            if int(settings.mesh[axis]) != 1:
                 raise ValueError(
-                    f"config.mesh.{axis}={config.mesh[axis]}: config.parallelism='pmap' replicates "
-                    f"params on every device; use config.parallelism='jit' to shard them"
+                    f"config.mesh.{axis}={settings.mesh[axis]}: config.parallelism='pmap' "
+                    f"replicates params on every device; use config.parallelism='jit' to shard them"
                 )
-        self.config = config
         self.task = task
         self.tx = tx
         self.devices = _by_process(devices if devices is not None else jax.devices())
         self.local_devices = [d for d in self.devices if d.process_index == jax.process_index()]
         self.mesh = Mesh(np.asarray(self.devices, dtype=object), (PMAP_AXIS,))
-        self.batch = batch_layout(config, len(self.devices), f"{len(self.devices)} devices",
+        self.batch = batch_layout(settings, len(self.devices), f"{len(self.devices)} devices",
                                   len({d.process_index for d in self.devices}))
         if self.batch.per_host != len(self.local_devices) * self.batch.per_shard:
             raise ValueError("pmap needs the same number of devices on every process")
@@ -391,7 +408,7 @@ class PmapRunner:
         self.state_shardings = jax.tree.map(lambda _: self.replicated, shapes)
         self.abstract_state = _abstract(shapes, self.state_shardings)
         self.replicated_notes: list[str] = []
-        step_fn = train.make_train_step(task, tx, grad_accum_steps=config.grad_accum_steps,
+        step_fn = train.make_train_step(task, tx, grad_accum_steps=settings.grad_accum_steps,
                                         axis_name=PMAP_AXIS)
         self.pmapped_train_step = jax.pmap(
             step_fn, axis_name=PMAP_AXIS, in_axes=(None, 0, None), out_axes=(None, None),
@@ -483,17 +500,19 @@ class DevicePrefetcher:
 def build_runner(config: ConfigDict, task: train.Task, tx: optax.GradientTransformation,
                  devices: Sequence[jax.Device] | None = None,
                  compiler_options: Mapping[str, Any] | None = None) -> Runner | PmapRunner:
-    """The runner `config.parallelism` names, with the batch layout checked (nothing compiled).
+    """The runner `config.parallelism` names, with the batch layout checked (nothing compiled);
+    it gets the config's `ParallelSettings`, not the config.
 
     `devices` defaults to all of them. `compiler_options` are XLA options for the jit runner's
     steps, e.g. {"xla_backend_optimization_level": 0} halves CPU compile time where run time
     does not matter (tests); pmap compiles with the defaults.
     """
-    if config.parallelism == "jit":
-        return Runner(config, task, tx, devices, compiler_options)
-    if config.parallelism == "pmap":
-        return PmapRunner(config, task, tx, devices)
-    raise ValueError(f"config.parallelism must be 'jit' or 'pmap', got {config.parallelism!r}")
+    settings = ParallelSettings.from_config(config)
+    if settings.parallelism == "jit":
+        return Runner(settings, task, tx, devices, compiler_options)
+    if settings.parallelism == "pmap":
+        return PmapRunner(settings, task, tx, devices)
+    raise ValueError(f"config.parallelism must be 'jit' or 'pmap', got {settings.parallelism!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,12 +558,12 @@ def _bytes_per_device(abstract: Any) -> int:
     )
 
 
-def step_memory(runner: Runner) -> StepMemory:
-    """Compile the train step from shapes alone (no param is allocated) and read XLA's memory
-    analysis of the per-device program."""
+def step_memory(runner: Runner, config: ConfigDict) -> StepMemory:
+    """Compile the train step for a pretraining batch of `config` from shapes alone (no param
+    is allocated) and read XLA's memory analysis of the per-device program."""
     batch = {
         k: jax.ShapeDtypeStruct(shape, dtype, sharding=runner.batch_sharding)
-        for k, (shape, dtype) in batch_shapes(runner.config, runner.batch.global_size).items()
+        for k, (shape, dtype) in batch_shapes(config, runner.batch.global_size).items()
     }
     key = jax.eval_shape(lambda: jax.random.key(0))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=runner.replicated)

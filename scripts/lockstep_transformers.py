@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bert import checkpoint, cli, convert, train  # noqa: E402
 from bert.config import length_buckets  # noqa: E402
-from bert.finetune import optimizer_config  # noqa: E402
+from bert.finetune import optimizer_settings  # noqa: E402
 from bert.optim import make_optimizer  # noqa: E402
 from bert.tasks import batches, registry  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
     if not hasattr(model, "num_labels") or model.num_labels < 2:
         raise SystemExit(f"{args.config}: not a sequence classification task")
     task = family.task(model)
-    recipe = optimizer_config(config, plan.steps)
+    recipe = optimizer_settings(config, plan.steps)
     tx = make_optimizer(recipe)
     params, _ = family.initial_params(source, model, jax.random.split(jax.random.key(config.seed))[0])
     state = train.create_train_state(task, tx, jax.random.key(0), params)
@@ -78,9 +78,9 @@ def main() -> None:
     named = list(hf.named_parameters())
     optimizer = torch.optim.AdamW(
         [{"params": [p for n, p in named if not n.endswith(no_decay)],
-          "weight_decay": recipe.optim.weight_decay},
+          "weight_decay": recipe.weight_decay},
          {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0}],
-        lr=recipe.learning_rate, betas=(recipe.optim.b1, recipe.optim.b2), eps=recipe.optim.eps)
+        lr=recipe.learning_rate, betas=(recipe.b1, recipe.b2), eps=recipe.eps)
     schedule = transformers.get_linear_schedule_with_warmup(optimizer, recipe.warmup_steps,
                                                             plan.steps)
     hf.train()
@@ -93,7 +93,7 @@ def main() -> None:
         state, sums = step(state, batch, jax.random.key(1))
         loss = hf(**torch_inputs(batch), labels=torch.from_numpy(batch["label_ids"]).long()).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(hf.parameters(), recipe.optim.clip_norm)
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), recipe.clip_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()

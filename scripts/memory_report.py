@@ -26,7 +26,7 @@ from bert import partitioning  # noqa: E402
 from bert.config import model_config, pretraining_config  # noqa: E402
 from bert.model import BertForPreTraining, count_params  # noqa: E402
 from bert.train import PretrainingTask  # noqa: E402
-from bert.optim import make_optimizer  # noqa: E402
+from bert.optim import OptimizerSettings, make_optimizer  # noqa: E402
 
 _PRESETS = flags.DEFINE_list("presets", ["base", "large"], "model sizes (config.model.preset)")
 _MESHES = flags.DEFINE_list("meshes", ["data=8", "fsdp=8", "tensor=8"], "mesh layouts")
@@ -57,8 +57,9 @@ def _row(preset: str, mesh: str) -> str:
         config.mesh[axis] = size
     model = BertForPreTraining(model_config(config))
     start = time.perf_counter()
+    tx = make_optimizer(OptimizerSettings.from_config(config))
     memory = partitioning.step_memory(
-        partitioning.build_runner(config, PretrainingTask(model, 1.0), make_optimizer(config)))
+        partitioning.build_runner(config, PretrainingTask(model, 1.0), tx), config)
     print(f"  {preset} {mesh}: compiled in {time.perf_counter() - start:.0f}s", file=sys.stderr)
     replicated = sorted({note.split(" its ")[1].split(" dimension")[0]
                          for note in memory.replicated_notes})

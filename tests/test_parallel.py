@@ -211,7 +211,8 @@ def test_checkpoints_move_between_runners(writer, reader, runs, tmp_path):
 def test_memory_analysis_of_an_fsdp_step_counts_a_shard_of_params_and_optimizer_state():
     config = _config(**{"mesh.data": 1, "mesh.fsdp": 8})
     model, tx = _model_and_optimizer(config)
-    report = partitioning.step_memory(partitioning.build_runner(config, model, tx, None, FAST_COMPILE))
+    report = partitioning.step_memory(
+        partitioning.build_runner(config, model, tx, None, FAST_COMPILE), config)
     whole = 4 * count_params(model.model)  # float32 bytes of all params
     assert whole / 8 <= report.params < whole / 4  # biases of the MLP columns split only by tensor
     assert 2 * report.params <= report.opt_state <= 2 * report.params + 64  # Adam: 2 moments
