@@ -152,7 +152,7 @@ def test_a_misspelt_key_is_named_with_the_nearest_keys(capsys, override, message
     ("--config.model.num_heads=four", "config.model.num_heads=four: expected an integer or None"),
     ("--config.train_steps", "--config.train_steps needs a value: --config.train_steps=VALUE"),
     ("--config.model=tiny", "config.model is a section, not a key: set its keys, e.g. "
-     "config.model.attention_dropout_rate, config.model.dropout_rate, config.model.dtype"),
+     "config.model.attention_dropout_rate, config.model.attention_init, config.model.dropout_rate"),
     # Out of range: validate's message names the key, the value and what is allowed.
     ("--config.train_steps=0", "config.train_steps: must be a positive integer, got 0"),
     ("--config.data.mask_prob=1.5", "config.data.mask_prob: must be in (0, 1), got 1.5"),
