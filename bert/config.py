@@ -6,6 +6,8 @@ change, so every key is documented here once and a typo in an experiment file is
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from ml_collections import ConfigDict, config_dict
@@ -112,6 +114,69 @@ def pretraining_config() -> ConfigDict:
     return c
 
 
+# The values config.data's choice keys allow; bert/data reads them from here.
+MASKING_MODES = ("dynamic", "static")
+DOC_SEPARATORS = ("file", "blank_line")
+CORPUS_FORMATS = ("paragraphs", "sentences", "jsonl")
+TOKENIZER_TYPES = ("sentencepiece", "wordpiece")
+
+# config.data's keys with a rule: (key, what is allowed, kind, test). The kind is checked
+# first ("int" is an integer, "number" any real, "bool" True or False, "choice" a string).
+_DATA_RULES: tuple[tuple[str, str, str, Callable[[Any], bool]], ...] = (
+    ("masking", f"one of {MASKING_MODES}", "choice", lambda v: v in MASKING_MODES),
+    ("doc_separator", f"one of {DOC_SEPARATORS}", "choice", lambda v: v in DOC_SEPARATORS),
+    ("corpus_format", f"one of {CORPUS_FORMATS}", "choice", lambda v: v in CORPUS_FORMATS),
+    ("tokenizer_type", f"one of {TOKENIZER_TYPES}", "choice", lambda v: v in TOKENIZER_TYPES),
+    ("mask_prob", "in (0, 1)", "number", lambda v: 0 < v < 1),
+    *((key, "in [0, 1]", "number", lambda v: 0 <= v <= 1)
+      for key in ("mask_token_ratio", "random_token_ratio", "keep_token_ratio", "short_seq_prob")),
+    ("whole_word_mask", "True or False", "bool", lambda v: True),
+    ("dupe_factor", ">= 1", "int", lambda v: v >= 1),
+    ("eval_dupe_factor", ">= 1", "int", lambda v: v >= 1),
+    ("nsp_weight", ">= 0", "number", lambda v: v >= 0),
+    ("num_workers", ">= 0 (0 = in process)", "int", lambda v: v >= 0),
+    ("prep_workers", ">= 0 (0 = one per core)", "int", lambda v: v >= 0),
+    ("packing", "True or False", "bool", lambda v: True),
+    ("max_instances_per_pack", ">= 1", "int", lambda v: v >= 1),
+    ("part_mb", "> 0", "number", lambda v: v > 0),
+)
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "number": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("True or False", lambda v: isinstance(v, bool)),
+    "choice": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def validate_data(data: Any) -> None:
+    """The one check of `config.data` (a ConfigDict, mapping or object with its keys): raise
+    ValueError naming the first missing or bad key. bert.config.validate runs it before any
+    work starts, and the data stage runs it on whatever config reaches it."""
+    def get(key: str) -> Any:
+        try:
+            return data[key] if isinstance(data, Mapping) else getattr(data, key)
+        except (KeyError, AttributeError):
+            raise ValueError(f"config.data.{key}: is missing; bert.config.pretraining_config() "
+                             "describes it and its default") from None
+
+    for key, allowed, kind, ok in _DATA_RULES:
+        value = get(key)
+        what, is_kind = _KINDS[kind]
+        # "an integer" always (1.0 passes a range check but not the kind); "a number" only
+        # when the value is not one, so that a range error reads as the range alone.
+        named = kind == "int" or (kind == "number" and not is_kind(value))
+        rule = f"{what} {allowed}" if named else allowed
+        _check(is_kind(value) and ok(value), f"data.{key}", f"must be {rule}, got {value!r}")
+    ratios = [get(key) for key in ("mask_token_ratio", "random_token_ratio", "keep_token_ratio")]
+    _check(math.isclose(sum(ratios), 1.0, abs_tol=1e-6), "data.mask_token_ratio",
+           f"with random_token_ratio and keep_token_ratio it must sum to 1, got "
+           f"{' + '.join(map(str, ratios))} = {sum(ratios)}")
+    for key in ("train_files", "eval_files", "tokenizer", "text_field", "cache_dir",
+                "local_cache_dir"):
+        get(key)
+    _check(bool(get("train_files")), "data.train_files", "is empty: name the training text files")
+
+
 # Allowed values of keys that no other check covers: (key, what is allowed, test).
 _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("seed", ">= 0", lambda v: v >= 0),
@@ -134,11 +199,6 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("model.max_position_embeddings", ">= 1", lambda v: v >= 1),
     ("model.dropout_rate", "in [0, 1)", lambda v: 0 <= v < 1),
     ("model.attention_dropout_rate", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("data.doc_separator", "'file' or 'blank_line'", lambda v: v in ("file", "blank_line")),
-    ("data.dupe_factor", ">= 1", lambda v: v >= 1),
-    ("data.eval_dupe_factor", ">= 1", lambda v: v >= 1),
-    ("data.short_seq_prob", "in [0, 1]", lambda v: 0 <= v <= 1),
-    ("data.num_workers", ">= 0 (0 = in process)", lambda v: v >= 0),
 )
 
 
@@ -205,21 +265,7 @@ def validate(config: ConfigDict) -> None:
     _check(1 <= config.max_predictions_per_seq <= maskable, "max_predictions_per_seq",
            f"{config.max_predictions_per_seq} must be between 1 and the {maskable} maskable tokens "
            f"of config.max_seq_len={config.max_seq_len}")
-    _check(config.data.masking in ("dynamic", "static"), "data.masking",
-           f"must be 'dynamic' or 'static', got {config.data.masking!r}")
-    _check(0.0 < config.data.mask_prob < 1.0, "data.mask_prob",
-           f"must be in (0, 1), got {config.data.mask_prob}")
-    ratios = (config.data.mask_token_ratio, config.data.random_token_ratio, config.data.keep_token_ratio)
-    _check(min(ratios) >= 0 and abs(sum(ratios) - 1.0) < 1e-6, "data.mask_token_ratio",
-           f"mask/random/keep token ratios must be >= 0 and sum to 1, got {ratios}")
-    _check(config.data.nsp_weight >= 0, "data.nsp_weight",
-           f"must be >= 0, got {config.data.nsp_weight}")
-    _check(int(config.data.prep_workers) >= 0, "data.prep_workers",
-           f"must be >= 0 (0 = one per core), got {config.data.prep_workers}")
-    _check(isinstance(config.data.packing, bool), "data.packing",
-           f"must be True or False, got {config.data.packing!r}")
-    _check(int(config.data.max_instances_per_pack) >= 1, "data.max_instances_per_pack",
-           f"must be >= 1, got {config.data.max_instances_per_pack}")
+    validate_data(config.data)
     if config.data.packing:
         # A packed row has at most max_seq_len - 3 maskable tokens, like a full unpacked row;
         # with this many prediction slots its masks are never cut short.
@@ -227,8 +273,6 @@ def validate(config: ConfigDict) -> None:
         _check(config.max_predictions_per_seq >= needed, "max_predictions_per_seq",
                f"{config.max_predictions_per_seq} is below the {needed} masks a full packed row "
                f"gets (mask_prob x (max_seq_len - 3)); raise it or turn config.data.packing off")
-    _check(bool(config.data.train_files), "data.train_files",
-           "is empty: name the training text files")
 
 
 def model_config(config: ConfigDict) -> BertConfig:

@@ -16,6 +16,7 @@ from tests.fakes import tiny_config
         ({"batch_size": 10, "grad_accum_steps": 4}, "config.batch_size"),
         ({"data.mask_token_ratio": 0.7}, "config.data.mask_token_ratio"),
         ({"data.masking": "sometimes"}, "config.data.masking"),
+        ({"data.corpus_format": "xml"}, "config.data.corpus_format"),  # the data stage's check
         ({"parallelism": "vmap"}, "config.parallelism"),
         ({"model.preset": "huge"}, "config.model.preset"),
         ({"data.train_files": ""}, "config.data.train_files"),

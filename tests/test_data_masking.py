@@ -146,11 +146,11 @@ def test_a_rows_masks_depend_on_its_key_only():
 
 
 def test_invalid_settings_name_their_config_key():
-    with pytest.raises(DataError, match="config.data.mask_token_ratio .* must sum to 1"):
+    with pytest.raises(DataError, match="config.data.mask_token_ratio: .* must sum to 1"):
         MaskingConfig(10, mask_token_ratio=0.8, random_token_ratio=0.1, keep_token_ratio=0.2)
-    with pytest.raises(DataError, match="config.data.mask_prob must be in"):
+    with pytest.raises(DataError, match="config.data.mask_prob: must be in"):
         MaskingConfig(10, mask_prob=0.0)
-    with pytest.raises(DataError, match="config.data.random_token_ratio must be in"):
+    with pytest.raises(DataError, match="config.data.random_token_ratio: must be in"):
         MaskingConfig(10, mask_token_ratio=0.8, random_token_ratio=-0.2, keep_token_ratio=0.4)
     with pytest.raises(DataError, match="config.max_predictions_per_seq"):
         MaskingConfig(0)

@@ -148,14 +148,14 @@ def test_empty_tokenizer_trains_one_and_caches_it(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("masking", "sometimes", "config.data.masking must be one of"),
-    ("doc_separator", "page", "config.data.doc_separator must be one of"),
-    ("mask_prob", "lots", "config.data.mask_prob must be a number"),
-    ("mask_prob", 1.0, r"config.data.mask_prob must be in \(0, 1\)"),
+    ("masking", "sometimes", "config.data.masking: must be one of"),
+    ("doc_separator", "page", "config.data.doc_separator: must be one of"),
+    ("mask_prob", "lots", "config.data.mask_prob: must be a number"),
+    ("mask_prob", 1.0, r"config.data.mask_prob: must be in \(0, 1\)"),
     ("random_token_ratio", 0.3, "must sum to 1"),
-    ("dupe_factor", 0, "config.data.dupe_factor must be an integer >= 1"),
-    ("short_seq_prob", -0.1, "config.data.short_seq_prob must be in"),
-    ("num_workers", 1.5, "config.data.num_workers must be an integer"),
+    ("dupe_factor", 0, "config.data.dupe_factor: must be an integer >= 1"),
+    ("short_seq_prob", -0.1, "config.data.short_seq_prob: must be in"),
+    ("num_workers", 1.5, "config.data.num_workers: must be an integer"),
     ("train_files", "nothing/here/*.txt", r"config.data.train_files: 'nothing/here/\*.txt'"),
     ("eval_files", "nothing*.txt", "config.data.eval_files: 'nothing\\*.txt' matches no file"),
     ("tokenizer", "no/such/tokenizer", "config.data.tokenizer: tokenizer not found: no/such"),
@@ -163,6 +163,13 @@ def test_empty_tokenizer_trains_one_and_caches_it(tmp_path, monkeypatch):
 def test_bad_config_values_name_their_key(tmp_path, key, value, message):
     with pytest.raises(DataError, match=message):
         build(pretrain_config(**{key: value}), tmp_path)
+
+
+def test_a_data_key_missing_from_the_config_is_named_not_defaulted(tmp_path):
+    config = pretrain_config()
+    del config.data["part_mb"]  # a config written before the key existed
+    with pytest.raises(DataError, match=r"config\.data\.part_mb: is missing"):
+        build(config, tmp_path)
 
 
 def test_model_vocab_smaller_than_the_tokenizer_is_named(tmp_path):

@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from bert.config import pretraining_config
 from bert.data.corpus import read_sentences
 from bert.tokenizer import SentencePieceTokenizer, train_sentencepiece
 
@@ -46,7 +47,8 @@ def small_tokenizer_dir() -> Path:
 
 
 def pretrain_config(**data_overrides: Any) -> ml_collections.ConfigDict:
-    """A pretraining config with every key the data stage reads, sized for fast tests.
+    """A pretraining config whose data section is pretraining_config()'s (every key the data
+    stage reads, with its default), sized for fast tests.
 
     Train text: the five eval addresses (~37k tokens); eval text: two train addresses.
     """
@@ -56,23 +58,13 @@ def pretrain_config(**data_overrides: Any) -> ml_collections.ConfigDict:
     config.max_predictions_per_seq = 10
     config.batch_size = 8
     config.model = ml_collections.ConfigDict({"vocab_size": SMALL_VOCAB})
+    # A plain dict, not the typed section: tests also set values of the wrong type.
     data = dict(
+        pretraining_config().data.to_dict(),
         train_files=[str(SOTU_EVAL / "*.txt")],
         eval_files=",".join(str(SOTU_TRAIN / name) for name in
                             ("1913_woodrow_wilson_d.txt", "2010_barack_obama_d.txt")),
         tokenizer=str(small_tokenizer_dir()),
-        cache_dir="",
-        doc_separator="file",
-        masking="dynamic",
-        mask_prob=0.15,
-        mask_token_ratio=0.8,
-        random_token_ratio=0.1,
-        keep_token_ratio=0.1,
-        whole_word_mask=False,
-        dupe_factor=1,
-        short_seq_prob=0.1,
-        nsp_weight=1.0,
-        num_workers=0,
     )
     data.update(data_overrides)
     config.data = ml_collections.ConfigDict(data)

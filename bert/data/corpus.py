@@ -49,9 +49,8 @@ from typing import BinaryIO
 from etils import epath
 
 from bert import files
+from bert.config import CORPUS_FORMATS, DOC_SEPARATORS
 
-DOC_SEPARATORS = ("file", "blank_line")
-CORPUS_FORMATS = ("paragraphs", "sentences", "jsonl")
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst")
 
 # Longest sentence handed downstream, in characters. ~1,000 tokens of English; SentencePiece
@@ -147,7 +146,7 @@ def _glob(pattern: str) -> list[Path | epath.Path]:
 
 def check_doc_separator(doc_separator: str) -> None:
     if doc_separator not in DOC_SEPARATORS:
-        raise DataError(f"config.data.doc_separator must be one of {DOC_SEPARATORS}, "
+        raise DataError(f"config.data.doc_separator: must be one of {DOC_SEPARATORS}, "
                         f"got {doc_separator!r}")
 
 
@@ -168,7 +167,7 @@ def read_text(path: Path | epath.Path) -> str:
 
 def check_corpus_format(corpus_format: str) -> None:
     if corpus_format not in CORPUS_FORMATS:
-        raise DataError(f"config.data.corpus_format must be one of {CORPUS_FORMATS}, "
+        raise DataError(f"config.data.corpus_format: must be one of {CORPUS_FORMATS}, "
                         f"got {corpus_format!r}")
 
 

@@ -46,20 +46,20 @@ class MaskingConfig:
 
     def __post_init__(self) -> None:
         if int(self.max_predictions_per_seq) < 1:
-            raise DataError(f"config.max_predictions_per_seq must be >= 1, "
+            raise DataError(f"config.max_predictions_per_seq: must be >= 1, "
                             f"got {self.max_predictions_per_seq}")
         if not 0.0 < self.mask_prob < 1.0:
-            raise DataError(f"config.data.mask_prob must be in (0, 1), got {self.mask_prob}")
+            raise DataError(f"config.data.mask_prob: must be in (0, 1), got {self.mask_prob}")
         ratios = {"mask_token_ratio": self.mask_token_ratio,
                   "random_token_ratio": self.random_token_ratio,
                   "keep_token_ratio": self.keep_token_ratio}
         for key, value in ratios.items():
             if not 0.0 <= value <= 1.0:
-                raise DataError(f"config.data.{key} must be in [0, 1], got {value}")
+                raise DataError(f"config.data.{key}: must be in [0, 1], got {value}")
         if not math.isclose(sum(ratios.values()), 1.0, abs_tol=1e-6):
             raise DataError(
-                "config.data.mask_token_ratio + random_token_ratio + keep_token_ratio must sum "
-                f"to 1, got {self.mask_token_ratio} + {self.random_token_ratio} + "
+                "config.data.mask_token_ratio: with random_token_ratio and keep_token_ratio it "
+                f"must sum to 1, got {self.mask_token_ratio} + {self.random_token_ratio} + "
                 f"{self.keep_token_ratio} = {sum(ratios.values())}")
 
 

@@ -70,8 +70,8 @@ from typing import Any
 from etils import epath
 
 from bert import files
-from bert.data.corpus import (CorpusSummary, DataError, check_corpus_format,
-                              check_doc_separator, expand_files, parse_file_patterns,
+from bert.config import validate_data
+from bert.data.corpus import (CorpusSummary, DataError, expand_files, parse_file_patterns,
                               check_not_empty, piece_documents)
 from bert.data.masking import MaskingConfig, MaskVocabulary
 from bert.data.parallel import resolve_workers, worker_map
@@ -83,8 +83,6 @@ from bert.tokenizer import (SENTENCEPIECE_FILE, Tokenizer, TokenizerError, load_
 from bert.wordpiece import VOCAB_FILE, train_wordpiece
 
 FORMAT_VERSION = 4  # bump when the stored layout, the instance recipe or static masks change
-MASKING_MODES = ("dynamic", "static")
-TOKENIZER_TYPES = ("sentencepiece", "wordpiece")
 TOKENIZER_SEED = 0  # the vocabulary depends on the data only, so runs with other seeds share it
 # Text a tokenizer is trained on, at most: every k-th part of a larger corpus (a vocabulary
 # settles long before; SentencePiece samples 2M sentences of it in any case).
@@ -94,7 +92,12 @@ _WAIT_SECONDS = 5.0  # polling interval while other processes prepare their shar
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
-    """`config.data` (plus the top-level keys it depends on), validated where it enters."""
+    """`config.data` (plus the top-level keys it depends on), validated where it enters.
+
+    The one check of the data keys: bert.config.validate runs it before any work starts, and
+    every entry to the data stage runs it again. Defaults are not repeated here: they are
+    bert.config.pretraining_config()'s, and a key missing from `config.data` is an error.
+    """
 
     train_files: tuple[str, ...]
     eval_files: tuple[str, ...]
@@ -109,72 +112,46 @@ class DataSettings:
     packing: bool  # rows of up to max_instances_per_pack instances (train split only)
     max_instances_per_pack: int
     prep_workers: int  # processes preparing examples; 0 = one per CPU core
-    corpus_format: str = "paragraphs"  # bert/data/corpus.py: paragraphs, sentences or jsonl
-    text_field: str = "text"  # the JSONL field holding a document's text
-    tokenizer_type: str = "sentencepiece"  # what to train when `tokenizer` is empty
-    part_bytes: int = 32 << 20  # text per corpus part (bert/data/plan.py)
-    local_cache_dir: str = ""  # where a remote cache is mirrored; "" = <temp folder>/bert-data
+    corpus_format: str  # bert/data/corpus.py: paragraphs, sentences or jsonl
+    text_field: str  # the JSONL field holding a document's text
+    tokenizer_type: str  # what to train when `tokenizer` is empty
+    part_bytes: int  # text per corpus part (bert/data/plan.py)
+    cache_dir: str  # prepared examples and trained tokenizers; "" = <workdir>/data
+    local_cache_dir: str  # where a remote cache is mirrored; "" = <temp folder>/bert-data
 
     @classmethod
     def from_config(cls, config_data: Any, *, max_predictions_per_seq: int) -> DataSettings:
-        """Reads a `config.data` ConfigDict (or any object with those attributes)."""
+        """Reads a `config.data` ConfigDict (or any mapping or object with those keys) once
+        bert.config.validate_data accepts it; raises DataError naming the first missing or bad
+        key."""
+        try:
+            validate_data(config_data)
+        except ValueError as error:
+            raise DataError(str(error)) from None
         get = _config_getter(config_data)
-        masking = str(get("masking", "dynamic"))
-        if masking not in MASKING_MODES:
-            raise DataError(f"config.data.masking must be one of {MASKING_MODES}, "
-                            f"got {masking!r}")
-        doc_separator = str(get("doc_separator", "file"))
-        check_doc_separator(doc_separator)
-        dupe_factor = _as_int(get("dupe_factor", 1), "config.data.dupe_factor", minimum=1)
-        eval_dupe_factor = _as_int(get("eval_dupe_factor", 1), "config.data.eval_dupe_factor",
-                                   minimum=1)
-
-        def number(key: str, default: float) -> float:
-            return _as_float(get(key, default), f"config.data.{key}")
-
-        short_seq_prob = number("short_seq_prob", 0.1)
-        if not 0.0 <= short_seq_prob <= 1.0:
-            raise DataError(f"config.data.short_seq_prob must be in [0, 1], got {short_seq_prob}")
-        num_workers = _as_int(get("num_workers", 0), "config.data.num_workers", minimum=0)
-        packing = get("packing", False)
-        if not isinstance(packing, bool):
-            raise DataError(f"config.data.packing must be True or False, got {packing!r}")
-        max_instances_per_pack = _as_int(get("max_instances_per_pack", 3),
-                                         "config.data.max_instances_per_pack", minimum=1)
-        prep_workers = _as_int(get("prep_workers", 0), "config.data.prep_workers", minimum=0)
-        corpus_format = str(get("corpus_format", "paragraphs"))
-        check_corpus_format(corpus_format)
-        tokenizer_type = str(get("tokenizer_type", "sentencepiece"))
-        if tokenizer_type not in TOKENIZER_TYPES:
-            raise DataError(f"config.data.tokenizer_type must be one of {TOKENIZER_TYPES}, "
-                            f"got {tokenizer_type!r}")
-        part_mb = number("part_mb", 32)
-        if not part_mb > 0:
-            raise DataError(f"config.data.part_mb must be > 0, got {part_mb}")
-        train_files = get("train_files", None)
-        if train_files is None:
-            raise DataError("config.data.train_files is missing: name the pretraining text files")
         mask = MaskingConfig(
             max_predictions_per_seq=_as_int(max_predictions_per_seq,
                                             "config.max_predictions_per_seq", minimum=1),
-            mask_prob=number("mask_prob", 0.15),
-            mask_token_ratio=number("mask_token_ratio", 0.8),
-            random_token_ratio=number("random_token_ratio", 0.1),
-            keep_token_ratio=number("keep_token_ratio", 0.1),
-            whole_word_mask=bool(get("whole_word_mask", False)))
-        return cls(train_files=tuple(parse_file_patterns(train_files,
-                                                         key="config.data.train_files")),
-                   eval_files=tuple(parse_file_patterns(get("eval_files", ()) or (),
+            mask_prob=get("mask_prob"), mask_token_ratio=get("mask_token_ratio"),
+            random_token_ratio=get("random_token_ratio"),
+            keep_token_ratio=get("keep_token_ratio"), whole_word_mask=get("whole_word_mask"))
+        train_files = parse_file_patterns(get("train_files"), key="config.data.train_files")
+        if not train_files:
+            raise DataError("config.data.train_files: is empty: name the training text files")
+        return cls(train_files=tuple(train_files),
+                   eval_files=tuple(parse_file_patterns(get("eval_files") or (),
                                                         key="config.data.eval_files")),
-                   tokenizer=str(get("tokenizer", "") or ""),
-                   doc_separator=doc_separator, masking=masking, mask=mask,
-                   dupe_factor=dupe_factor, eval_dupe_factor=eval_dupe_factor,
-                   short_seq_prob=short_seq_prob,
-                   num_workers=num_workers, packing=packing,
-                   max_instances_per_pack=max_instances_per_pack, prep_workers=prep_workers,
-                   corpus_format=corpus_format, text_field=str(get("text_field", "text")),
-                   tokenizer_type=tokenizer_type, part_bytes=max(1, int(part_mb * (1 << 20))),
-                   local_cache_dir=str(get("local_cache_dir", "") or ""))
+                   tokenizer=str(get("tokenizer") or ""),
+                   doc_separator=get("doc_separator"), masking=get("masking"), mask=mask,
+                   dupe_factor=get("dupe_factor"), eval_dupe_factor=get("eval_dupe_factor"),
+                   short_seq_prob=float(get("short_seq_prob")),
+                   num_workers=get("num_workers"), packing=get("packing"),
+                   max_instances_per_pack=get("max_instances_per_pack"),
+                   prep_workers=get("prep_workers"), corpus_format=get("corpus_format"),
+                   text_field=str(get("text_field")), tokenizer_type=get("tokenizer_type"),
+                   part_bytes=max(1, int(get("part_mb") * (1 << 20))),
+                   cache_dir=str(get("cache_dir") or ""),
+                   local_cache_dir=str(get("local_cache_dir") or ""))
 
     def local_copy(self, folder: epath.Path, marker: str) -> Path:
         """`folder` of the cache as a local folder: itself, or its copy on this host."""
@@ -182,10 +159,11 @@ class DataSettings:
         return Path(files.mirrored(folder, os.path.join(root, folder.name), marker=marker))
 
 
-def _config_getter(config_data: Any) -> Callable[[str, Any], Any]:
+def _config_getter(config_data: Any) -> Callable[[str], Any]:
+    """`get(key)`: the value of config.data.<key> (present: validate_data checked it)."""
     if isinstance(config_data, Mapping):
-        return lambda key, default: config_data.get(key, default)
-    return lambda key, default: getattr(config_data, key, default)
+        return config_data.__getitem__
+    return lambda key: getattr(config_data, key)
 
 
 def _as_int(value: Any, key: str, *, minimum: int) -> int:
@@ -194,15 +172,8 @@ def _as_int(value: Any, key: str, *, minimum: int) -> int:
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise DataError(f"{key} must be an integer >= {minimum}, got {value!r}")
+        raise DataError(f"{key}: must be an integer >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _as_float(value: Any, key: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{key} must be a number, got {value!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -551,7 +522,7 @@ def data_tokenizer(config: Any, workdir: str | Path) -> tuple[Tokenizer, epath.P
     """The tokenizer of `config` (loaded, or trained and cached) and the cache folder."""
     settings = DataSettings.from_config(
         config.data, max_predictions_per_seq=config.max_predictions_per_seq)
-    cache_dir = files.path(getattr(config.data, "cache_dir", "") or files.path(workdir) / "data")
+    cache_dir = files.path(settings.cache_dir or files.path(workdir) / "data")
     vocab_size = _as_int(config.model.vocab_size, "config.model.vocab_size", minimum=6)
     if settings.tokenizer:
         try:
