@@ -70,7 +70,8 @@ def pretraining_config() -> ConfigDict:
     c.model.hidden_size = config_dict.placeholder(int)  # width of every block; None = the preset's
     c.model.num_heads = config_dict.placeholder(int)  # attention heads; None = the preset's
     c.model.intermediate_size = config_dict.placeholder(int)  # MLP width; None = 4 × hidden_size
-    c.model.vocab_size = 30522  # rows of the token embedding; at least the tokenizer's vocabulary
+    c.model.vocab_size = 30522  # rows of the token embedding; at least the tokenizer's vocabulary;
+    #                             0 = the tokenizer's vocabulary, whatever config.data.tokenizer is
     c.model.max_position_embeddings = 512  # rows of the position table: the longest max_seq_len
     c.model.dropout_rate = 0.1  # dropout on embeddings and block outputs
     c.model.attention_dropout_rate = 0.1  # 0 allows fused attention kernels during training
@@ -92,6 +93,7 @@ def pretraining_config() -> ConfigDict:
     c.data.text_field = "text"  # the JSONL field holding a document's text
     c.data.tokenizer = ""  # SentencePiece .model or WordPiece folder; "" = train one on train_files
     c.data.tokenizer_type = "sentencepiece"  # trained when tokenizer is "": or "wordpiece" (uncased)
+    c.data.tokenizer_vocab_size = 0  # vocabulary trained when tokenizer is ""; 0 = model.vocab_size
     c.data.part_mb = 32  # MB of text per prepared shard; memory per prep worker grows with it
     c.data.cache_dir = ""  # prepared examples; "" = <workdir>/data
     c.data.local_cache_dir = ""  # this host's copy of a remote (gs://) cache; "" = $TMPDIR/bert-data
@@ -131,6 +133,7 @@ _DATA_RULES: tuple[tuple[str, str, str, Callable[[Any], bool]], ...] = (
     *((key, "in [0, 1]", "number", lambda v: 0 <= v <= 1)
       for key in ("mask_token_ratio", "random_token_ratio", "keep_token_ratio", "short_seq_prob")),
     ("whole_word_mask", "True or False", "bool", lambda v: True),
+    ("tokenizer_vocab_size", ">= 0 (0 = config.model.vocab_size)", "int", lambda v: v >= 0),
     ("dupe_factor", ">= 1", "int", lambda v: v >= 1),
     ("eval_dupe_factor", ">= 1", "int", lambda v: v >= 1),
     ("nsp_weight", ">= 0", "number", lambda v: v >= 0),
@@ -195,7 +198,7 @@ _RANGES: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     ("mesh.tensor", ">= 1", lambda v: v >= 1),
     *((f"model.{key}", "None (the preset's) or >= 1", lambda v: v is None or v >= 1)
       for key in ("num_layers", "hidden_size", "num_heads", "intermediate_size")),
-    ("model.vocab_size", ">= 1", lambda v: v >= 1),
+    ("model.vocab_size", ">= 0 (0 = the tokenizer's vocabulary)", lambda v: v >= 0),
     ("model.max_position_embeddings", ">= 1", lambda v: v >= 1),
     ("model.dropout_rate", "in [0, 1)", lambda v: 0 <= v < 1),
     ("model.attention_dropout_rate", "in [0, 1)", lambda v: 0 <= v < 1),
@@ -255,7 +258,9 @@ def validate(config: ConfigDict) -> None:
            f"must be 'mlm' or 'ltr', got {config.objective!r}")
     _check(config.objective == "mlm" or config.data.nsp_weight == 0, "data.nsp_weight",
            f"must be 0 with config.objective='ltr' (no NSP), got {config.data.nsp_weight}")
-    model = model_config(config)  # raises on heads not dividing hidden, bad dtype or remat
+    # Raises on heads not dividing hidden, bad dtype or remat; a vocabulary taken from the
+    # tokenizer (vocab_size 0) is not known yet and does not change what is checked here.
+    model = model_config(config, tokenizer_vocab_size=1)
     _check(config.max_seq_len <= model.max_position_embeddings, "max_seq_len",
            f"{config.max_seq_len} does not fit the position table "
            f"(config.model.max_position_embeddings={model.max_position_embeddings})")
@@ -266,6 +271,13 @@ def validate(config: ConfigDict) -> None:
            f"{config.max_predictions_per_seq} must be between 1 and the {maskable} maskable tokens "
            f"of config.max_seq_len={config.max_seq_len}")
     validate_data(config.data)
+    trained = config.data.tokenizer_vocab_size or config.model.vocab_size
+    _check(bool(config.data.tokenizer) or trained >= 6, "data.tokenizer_vocab_size",
+           f"the tokenizer trained here (config.data.tokenizer is empty) needs a vocabulary of "
+           f"6 or more: set it, or config.model.vocab_size, got {trained}")
+    _check(not config.model.vocab_size or trained <= config.model.vocab_size,
+           "data.tokenizer_vocab_size", f"{trained} does not fit the embedding table "
+           f"(config.model.vocab_size={config.model.vocab_size}); set that to 0 or >= {trained}")
     if config.data.packing:
         # A packed row has at most max_seq_len - 3 maskable tokens, like a full unpacked row;
         # with this many prediction slots its masks are never cut short.
@@ -275,14 +287,19 @@ def validate(config: ConfigDict) -> None:
                f"gets (mask_prob x (max_seq_len - 3)); raise it or turn config.data.packing off")
 
 
-def model_config(config: ConfigDict) -> BertConfig:
-    """The BertConfig described by `config.model`."""
+def model_config(config: ConfigDict, tokenizer_vocab_size: int | None = None) -> BertConfig:
+    """The BertConfig described by `config.model`; `config.model.vocab_size` 0 takes
+    `tokenizer_vocab_size`, the vocabulary of the tokenizer the data stage loaded or trained."""
     m = config.model
+    vocab_size = m.vocab_size or tokenizer_vocab_size
+    if not vocab_size:
+        raise ValueError("config.model.vocab_size: 0 takes the tokenizer's vocabulary, which is "
+                         "known once the data stage has loaded the tokenizer")
     overrides: dict[str, Any] = dict(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
         num_heads=m.num_heads,
-        vocab_size=m.vocab_size,
+        vocab_size=vocab_size,
         max_position_embeddings=m.max_position_embeddings,
         dropout_rate=m.dropout_rate,
         attention_dropout_rate=m.attention_dropout_rate,

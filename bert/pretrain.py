@@ -79,14 +79,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     fingerprint = run_fingerprint(config, optimizer)
     trainer.claim_workdir(workdir, fingerprint, overwrite=config.overwrite, keep=(DATA_DIR,))
     files.path(workdir).mkdir(parents=True, exist_ok=True)
-    bert_config = model_config(config)
     # Before anything starts JAX's runtime: data preparation forks its workers until then.
+    # The data stage checks the tokenizer fits config.model.vocab_size (0: takes its size).
     tokenizer, prepared = data.build(config, workdir)
-    if tokenizer.vocab_size > bert_config.vocab_size:
-        raise ValueError(
-            f"config.model.vocab_size={bert_config.vocab_size} is smaller than the tokenizer's "
-            f"vocabulary ({tokenizer.vocab_size})"
-        )
+    bert_config = model_config(config, tokenizer_vocab_size=tokenizer.vocab_size)
     model = BertForPreTraining(bert_config)
     task = (LeftToRightTask(model) if config.objective == "ltr"
             else PretrainingTask(model, config.data.nsp_weight))

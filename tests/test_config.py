@@ -23,6 +23,9 @@ from tests.fakes import tiny_config
         ({"warmup_steps": -1}, "config.warmup_steps"),
         ({"optim.b2": 1.0}, "config.optim.b2"),
         ({"model.num_heads": 0}, "config.model.num_heads"),
+        # vocab_size 0 takes the tokenizer's: one trained here needs a size from somewhere.
+        ({"model.vocab_size": 0}, "config.data.tokenizer_vocab_size"),
+        ({"data.tokenizer_vocab_size": 200}, "config.data.tokenizer_vocab_size"),  # table of 100
     ],
 )
 def test_bad_value_is_reported_with_its_key(overrides, key):
@@ -51,6 +54,16 @@ def test_validation_leaves_the_config_as_written_and_the_optimizer_cuts_the_warm
 def test_a_warmup_longer_than_the_schedule_is_refused_where_no_config_cuts_it():
     with pytest.raises(ValueError, match="warmup_steps=20 must be between 0 and the schedule's 10"):
         OptimizerSettings(learning_rate=1e-3, total_steps=10, warmup_steps=20)
+
+
+def test_vocab_size_zero_is_the_tokenizers_once_it_is_known():
+    config = tiny_config(**{"model.vocab_size": 0, "data.tokenizer": "some/vocab"})
+    validate(config)
+    assert model_config(config, tokenizer_vocab_size=30522).vocab_size == 30522
+    with pytest.raises(ValueError, match="config.model.vocab_size: 0 takes the tokenizer's"):
+        model_config(config)
+    validate(tiny_config(**{"model.vocab_size": 0, "data.tokenizer_vocab_size": 64}))
+    assert model_config(tiny_config(), tokenizer_vocab_size=64).vocab_size == 100  # as written
 
 
 def test_unknown_key_is_reported():

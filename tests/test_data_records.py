@@ -11,7 +11,7 @@ import pytest
 import bert.data.records as records
 import bert.data.shards as shards
 from bert.data import DataError, build
-from bert.tokenizer import load_tokenizer
+from bert.tokenizer import TokenizerError, load_tokenizer
 from tests.test_data_support import SMALL_VOCAB, SOTU_EVAL, pretrain_config, small_tokenizer
 
 
@@ -176,6 +176,36 @@ def test_model_vocab_smaller_than_the_tokenizer_is_named(tmp_path):
     config = pretrain_config()
     config.model.vocab_size = 500
     with pytest.raises(DataError, match="config.model.vocab_size=500 is smaller"):
+        build(config, tmp_path)
+
+
+def test_model_vocab_zero_takes_the_given_tokenizer_whatever_its_size(tmp_path):
+    tokenizer, prepared = build(pretrain_config(), tmp_path)
+    config = pretrain_config()
+    config.model.vocab_size = 0
+    again, _ = build(config, tmp_path)
+    assert again.vocab_size == tokenizer.vocab_size == SMALL_VOCAB
+
+
+def test_a_trained_tokenizer_takes_tokenizer_vocab_size_over_the_models(tmp_path, monkeypatch):
+    sizes = []
+
+    def train(sentences, vocab_size, *args, **kwargs):
+        sizes.append(vocab_size)
+        for _ in sentences:  # read the corpus, as training does
+            pass
+        raise TokenizerError("stop here: the size is what is checked")
+
+    monkeypatch.setattr(records, "train_sentencepiece", train)
+    for model_vocab, tokenizer_vocab in ((0, 300), (500, 0), (500, 300)):
+        config = pretrain_config(tokenizer="", tokenizer_vocab_size=tokenizer_vocab)
+        config.model.vocab_size = model_vocab
+        with pytest.raises(DataError, match="tokenizer of"):
+            build(config, tmp_path)
+    assert sizes == [300, 500, 300]
+    config = pretrain_config(tokenizer="")
+    config.model.vocab_size = 0  # nothing says how large a vocabulary to train
+    with pytest.raises(DataError, match="config.data.tokenizer_vocab_size"):
         build(config, tmp_path)
 
 

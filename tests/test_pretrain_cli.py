@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from bert.metrics import read_metrics
+from bert.tokenizer import load_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRIC_KEYS = {"step", "loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy",
@@ -53,6 +54,16 @@ def test_same_command_resumes_instead_of_starting_over(first_run):
     assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
     assert [r["step"] for r in records if "eval_mlm_loss" in r and r["step"] == 0] == [0]
     assert "6" in os.listdir(first_run / "checkpoints")
+
+
+def test_vocab_size_zero_takes_the_given_tokenizers_vocabulary(first_run, tmp_path):
+    # A tokenizer of any size (a WordPiece vocab.txt folder, say) with a recipe whose
+    # embedding table is sized by it: no vocab_size to match by hand.
+    tokenizer = first_run / "tokenizer"
+    _pretrain(tmp_path, "--config.train_steps=2", "--config.model.vocab_size=0",
+              f"--config.data.tokenizer={tokenizer}")
+    described = json.loads((tmp_path / "bert_config.json").read_text())
+    assert described["vocab_size"] == load_tokenizer(str(tokenizer)).vocab_size == 1000
 
 
 def test_unknown_override_key_is_named(tmp_path):

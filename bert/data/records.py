@@ -115,6 +115,7 @@ class DataSettings:
     corpus_format: str  # bert/data/corpus.py: paragraphs, sentences or jsonl
     text_field: str  # the JSONL field holding a document's text
     tokenizer_type: str  # what to train when `tokenizer` is empty
+    tokenizer_vocab_size: int  # its vocabulary; 0 = config.model.vocab_size
     part_bytes: int  # text per corpus part (bert/data/plan.py)
     cache_dir: str  # prepared examples and trained tokenizers; "" = <workdir>/data
     local_cache_dir: str  # where a remote cache is mirrored; "" = <temp folder>/bert-data
@@ -149,6 +150,7 @@ class DataSettings:
                    max_instances_per_pack=get("max_instances_per_pack"),
                    prep_workers=get("prep_workers"), corpus_format=get("corpus_format"),
                    text_field=str(get("text_field")), tokenizer_type=get("tokenizer_type"),
+                   tokenizer_vocab_size=get("tokenizer_vocab_size"),
                    part_bytes=max(1, int(get("part_mb") * (1 << 20))),
                    cache_dir=str(get("cache_dir") or ""),
                    local_cache_dir=str(get("local_cache_dir") or ""))
@@ -284,9 +286,8 @@ def trained_tokenizer(settings: DataSettings, *, vocab_size: int,
                                         seed=TOKENIZER_SEED)
             except TokenizerError as err:
                 check_not_empty(read, "config.data.train_files")  # the cause, when it is that
-                raise DataError(f"training a {settings.tokenizer_type} tokenizer for "
-                                f"config.model.vocab_size={vocab_size} (config.data.tokenizer "
-                                f"is empty): {err}") from None
+                raise DataError(f"training a {settings.tokenizer_type} tokenizer of {vocab_size} "
+                                f"tokens (config.data.tokenizer is empty): {err}") from None
             (tmp / "key.json").write_text(json.dumps(material, indent=2) + "\n")
     return load_tokenizer(settings.local_copy(folder, expected))
 
@@ -523,19 +524,24 @@ def data_tokenizer(config: Any, workdir: str | Path) -> tuple[Tokenizer, epath.P
     settings = DataSettings.from_config(
         config.data, max_predictions_per_seq=config.max_predictions_per_seq)
     cache_dir = files.path(settings.cache_dir or files.path(workdir) / "data")
-    vocab_size = _as_int(config.model.vocab_size, "config.model.vocab_size", minimum=6)
+    # 0: the embedding table takes the tokenizer's vocabulary, whatever its size.
+    vocab_size = _as_int(config.model.vocab_size, "config.model.vocab_size", minimum=0)
     if settings.tokenizer:
         try:
             with files.local_copy(settings.tokenizer) as local:
                 tokenizer = load_tokenizer(local)
         except (TokenizerError, FileNotFoundError) as err:
             raise DataError(f"config.data.tokenizer: {err}") from None
-        if tokenizer.vocab_size > vocab_size:
+        if vocab_size and tokenizer.vocab_size > vocab_size:
             raise DataError(f"config.model.vocab_size={vocab_size} is smaller than the "
                             f"vocabulary of config.data.tokenizer={settings.tokenizer} "
                             f"({tokenizer.vocab_size} tokens)")
     else:
-        tokenizer = trained_tokenizer(settings, vocab_size=vocab_size, cache_dir=cache_dir)
+        trained = settings.tokenizer_vocab_size or vocab_size
+        if trained < 6:
+            raise DataError(f"config.data.tokenizer_vocab_size: the tokenizer trained here needs "
+                            f"6 or more tokens (or config.model.vocab_size), got {trained}")
+        tokenizer = trained_tokenizer(settings, vocab_size=trained, cache_dir=cache_dir)
     return tokenizer, cache_dir
 
 

@@ -28,4 +28,8 @@ def get_config() -> ConfigDict:
     c = _demo_config()
     c.model.position_init = "sinusoidal"
     c.model.attention_init = "mimetic"
+    # The embedding table takes the tokenizer's vocabulary: the demo's 8,000-token tokenizer
+    # when none is given, or any --config.data.tokenizer (a WordPiece vocab.txt folder, say).
+    c.model.vocab_size = 0
+    c.data.tokenizer_vocab_size = 8000
     return c
