@@ -118,7 +118,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
 
     try:
         if start_step == 0 and eval_batches:
-            initial = run_eval(state.params, 0)
+            # Beside the untrained model: what predicting token frequencies alone scores
+            # (this host's share of the eval split), the plateau a run has to leave.
+            initial = {**run_eval(state.params, 0),
+                       **data.unigram_baseline(prepared, eval_batches)}
             writer.write(0, initial, prefix="eval_")
             logging.info("eval at step 0: %s", trainer.format_metrics(initial))
         result = trainer.fit(

@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from bert.data import BATCH_KEYS, DataError, build, eval_batches, per_host_batch_size
+from bert.data import (BATCH_KEYS, DataError, build, eval_batches, per_host_batch_size,
+                       unigram_baseline)
 from bert.data.pipeline import train_batches, train_dataset
 from tests.test_data_support import pretrain_config
 
@@ -185,3 +186,24 @@ def test_batch_sizes_are_checked(dynamic):
     with pytest.raises(DataError, match="process_index=2"):
         train_dataset(prepared, batch_size_per_host=4, seed=0, process_index=2,
                       process_count=2)
+
+
+def test_unigram_baseline_predicts_the_commonest_training_token(dynamic):
+    import collections
+    import math
+
+    tokenizer, prepared = dynamic
+    batches = eval_batches(prepared, batch_size_per_host=8, seed=0)
+    baseline = unigram_baseline(prepared, batches)
+    special = {tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id}
+    counts = collections.Counter(int(t) for row in np.asarray(prepared.train.input_ids)
+                                 for t in row if int(t) not in special)
+    commonest, _ = counts.most_common(1)[0]
+    targets = [int(t) for b in batches for t, w in zip(b["masked_lm_ids"].ravel(),
+                                                       b["masked_lm_weights"].ravel()) if w]
+    assert baseline["unigram_mlm_accuracy"] == pytest.approx(
+        sum(t == commonest for t in targets) / len(targets))
+    total = sum(counts.values()) + (prepared.vocab.vocab_size - len(prepared.vocab.special_ids))
+    expected = -sum(math.log((counts[t] + 1) / total) for t in targets) / len(targets)
+    assert baseline["unigram_mlm_loss"] == pytest.approx(expected, rel=1e-9)
+    assert baseline["unigram_mlm_loss"] < math.log(tokenizer.vocab_size)  # beats uniform

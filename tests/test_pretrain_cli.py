@@ -41,6 +41,9 @@ def test_writes_metrics_checkpoints_and_model_description(first_run):
     assert [r["step"] for r in train_rows] == [2, 4]
     assert all(METRIC_KEYS <= set(r) for r in train_rows)
     assert records[0]["step"] == 0 and "eval_mlm_loss" in records[0]
+    # The context-free baseline beside the untrained model, and above what training reaches.
+    assert records[0]["eval_unigram_mlm_loss"] < records[0]["eval_mlm_loss"]
+    assert 0 < records[0]["eval_unigram_mlm_accuracy"] < 1
     assert sorted(os.listdir(first_run / "checkpoints")) == ["2", "4"]
     assert json.loads((first_run / "bert_config.json").read_text())["num_layers"] == 2
     assert (first_run / "tokenizer").is_dir()

@@ -18,7 +18,7 @@ from bert.data.records import PreparedData, build, prepare_pretraining_data
 # The pipeline imports grain (about 1.5 s); preparation worker processes import this package
 # but never batch, so the pipeline's names load on first use.
 _PIPELINE_NAMES = ("BATCH_KEYS", "PACKING_KEYS", "eval_batches", "per_host_batch_size",
-                   "train_batches")
+                   "train_batches", "unigram_baseline")
 
 __all__ = ["DataError", "MaskingConfig", "PreparedData", "build", "prepare_pretraining_data",
            *_PIPELINE_NAMES]

@@ -265,3 +265,27 @@ def _pad_rows(batch: dict[str, np.ndarray], rows: int, *, pad_id: int) -> dict[s
         padding = np.full((missing, *value.shape[1:]), fill, dtype=value.dtype)
         padded[key] = np.concatenate([value, padding])
     return padded
+
+
+def unigram_baseline(prepared: PreparedData,
+                     batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Masked-LM loss and accuracy of a model that ignores context: every masked token is
+    predicted from the training split's token frequencies (add-one smoothed, special tokens
+    excluded), scored on `batches`' targets with their weights. A pretrained model below this
+    loss uses its context; one at it sits on the "unigram plateau"."""
+    vocab = prepared.vocab
+    counts = np.zeros(vocab.vocab_size, np.float64)
+    for shard in prepared.train.input_ids.shards:  # one shard at a time: memory stays flat
+        counts += np.bincount(np.asarray(shard).ravel(), minlength=vocab.vocab_size)
+    counts[vocab.is_special] = 0.0
+    counts[~vocab.is_special] += 1.0
+    log_p = np.log(counts / counts.sum())
+    ids = np.concatenate([b["masked_lm_ids"].ravel() for b in batches])
+    weights = np.concatenate([b["masked_lm_weights"].ravel() for b in batches])
+    scored = weights > 0  # padding slots hold special ids, whose probability is 0
+    ids, weights = ids[scored], weights[scored]
+    if not len(ids):
+        raise DataError("the eval batches hold no masked positions to score")
+    return {"unigram_mlm_loss": float(-(log_p[ids] * weights).sum() / weights.sum()),
+            "unigram_mlm_accuracy": float(((ids == np.argmax(log_p)) * weights).sum()
+                                          / weights.sum())}
