@@ -289,9 +289,12 @@ def validate(config: ConfigDict) -> None:
 
 def model_config(config: ConfigDict, tokenizer_vocab_size: int | None = None) -> BertConfig:
     """The BertConfig described by `config.model`; `config.model.vocab_size` 0 takes
-    `tokenizer_vocab_size`, the vocabulary of the tokenizer the data stage loaded or trained."""
+    `tokenizer_vocab_size`, the vocabulary of the tokenizer the data stage loaded or trained.
+    Without it, a config that trains its tokenizer (data.tokenizer "") plans for the
+    data.tokenizer_vocab_size it asks for: what benchmarks on synthetic batches need."""
     m = config.model
-    vocab_size = m.vocab_size or tokenizer_vocab_size
+    planned = 0 if config.data.get("tokenizer") else config.data.get("tokenizer_vocab_size", 0)
+    vocab_size = m.vocab_size or tokenizer_vocab_size or planned
     if not vocab_size:
         raise ValueError("config.model.vocab_size: 0 takes the tokenizer's vocabulary, which is "
                          "known once the data stage has loaded the tokenizer")

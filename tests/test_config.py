@@ -62,7 +62,11 @@ def test_vocab_size_zero_is_the_tokenizers_once_it_is_known():
     assert model_config(config, tokenizer_vocab_size=30522).vocab_size == 30522
     with pytest.raises(ValueError, match="config.model.vocab_size: 0 takes the tokenizer's"):
         model_config(config)
-    validate(tiny_config(**{"model.vocab_size": 0, "data.tokenizer_vocab_size": 64}))
+    trains = tiny_config(**{"model.vocab_size": 0, "data.tokenizer_vocab_size": 64})
+    validate(trains)
+    # Before the data stage runs (benchmarks on synthetic batches): the size it will train.
+    assert model_config(trains).vocab_size == 64
+    assert model_config(trains, tokenizer_vocab_size=60).vocab_size == 60  # what it trained
     assert model_config(tiny_config(), tokenizer_vocab_size=64).vocab_size == 100  # as written
 
 
