@@ -277,9 +277,9 @@ def unigram_baseline(prepared: PreparedData,
     counts = np.zeros(vocab.vocab_size, np.float64)
     for shard in prepared.train.input_ids.shards:  # one shard at a time: memory stays flat
         counts += np.bincount(np.asarray(shard).ravel(), minlength=vocab.vocab_size)
-    counts[vocab.is_special] = 0.0
-    counts[~vocab.is_special] += 1.0
-    log_p = np.log(counts / counts.sum())
+    counts = np.where(vocab.is_special, 0.0, counts + 1.0)
+    log_p = np.full(vocab.vocab_size, -np.inf)  # special tokens are never a target
+    log_p[~vocab.is_special] = np.log(counts[~vocab.is_special] / counts.sum())
     ids = np.concatenate([b["masked_lm_ids"].ravel() for b in batches])
     weights = np.concatenate([b["masked_lm_weights"].ravel() for b in batches])
     scored = weights > 0  # padding slots hold special ids, whose probability is 0

@@ -29,6 +29,10 @@ def _demo_config() -> ConfigDict:
 
 def get_config() -> ConfigDict:
     c = _demo_config()
+    # The demo's schedule run to its end (linear to 0 at 4,800) instead of stopped halfway:
+    # after leaving the plateau the model gains 0.04 of outside-scorer accuracy between steps
+    # 2,400 and 4,800 (0.212 -> 0.238); decaying to 0 by 2,400 instead ends at 0.138.
+    c.train_steps = c.schedule_steps
     c.model.position_init = "sinusoidal"
     c.model.attention_init = "mimetic"
     # Twice the paper's masking rate (80/10/10 of the chosen as before), with room for every
