@@ -1,10 +1,12 @@
-"""The `make demo` run: a 2-layer, 128-wide BERT pretrained with MLM + NSP on the shipped State
-of the Union slice (3.7 MB, 105 addresses; 5 held-out addresses for evaluation), on the CPU.
+"""The paper's recipe at the demo's size: a 2-layer, 128-wide BERT pretrained with MLM + NSP on
+the shipped State of the Union slice (3.7 MB, 105 addresses; 5 held-out addresses for
+evaluation), on the CPU. `make demo` runs experiments/pretrain/fast.py, this config with the
+starts, masking rate and schedule length that leave the unigram plateau; this one stays on it.
 
-    python -m bert.demo --workdir runs/demo        # trains, then prints before/after and examples
-    python -m bert.pretrain --config experiments/pretrain/demo.py --workdir runs/demo
+    python -m bert.demo --workdir runs/demo_paper --config experiments/pretrain/demo.py
+    python -m bert.pretrain --config experiments/pretrain/demo.py --workdir runs/demo_paper
 
-About 13 minutes on 2 CPU cores (measured numbers in the README).
+About 4 minutes of pretraining on 2 CPU cores (held-out MLM loss 6.04 at step 2,400).
 """
 from ml_collections import ConfigDict
 
