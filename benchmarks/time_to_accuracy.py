@@ -160,6 +160,7 @@ def main() -> None:
                         help="ARM:FLAG passed to that arm's command, e.g. paper:--config.seed=1")
     args = parser.parse_args()
     root = Path(args.workdir)
+    root.mkdir(parents=True, exist_ok=True)  # each arm's log lands here, a given vocabulary too
     vocab = Path(args.tokenizer) if args.tokenizer else train_vocab(root / "vocab")
     windows = mlm_scorer.masked_windows(str(vocab), EVAL_FILES)
     results: dict[str, Any] = {

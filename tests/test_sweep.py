@@ -115,14 +115,14 @@ def test_c1_fine_tunes_checkpoints_along_each_run(tmp_path):
     table, arms = sweep.load_table("experiments/ablations/c1_steps.py", "tiny")
     plans = sweep.plan(table, arms, str(tmp_path))
     steps = {p.arm.name: p.step for p in plans}
-    assert steps == {"mlm": 2000, "mlm_step500": 500, "mlm_step1000": 1000,
-                     "mlm_step1500": 1500, "ltr": 2000, "ltr_step500": 500, "ltr_step1000": 1000,
-                     "ltr_step1500": 1500}
-    export, = [j for p in plans if p.arm.name == "ltr_step1000" for j in p.jobs
+    assert steps == {"mlm": 2400, "mlm_step600": 600, "mlm_step1200": 1200,
+                     "mlm_step1800": 1800, "ltr": 2400, "ltr_step600": 600, "ltr_step1200": 1200,
+                     "ltr_step1800": 1800}
+    export, = [j for p in plans if p.arm.name == "ltr_step1200" for j in p.jobs
                if j.kind == "at_step"]
     assert export.argv[2:] == ("bert.convert", "at-step", "--input",
-                               str(tmp_path / "ltr" / "pretrain"), "--step", "1000", "--output",
-                               str(tmp_path / "ltr_step1000" / "model"))
+                               str(tmp_path / "ltr" / "pretrain"), "--step", "1200", "--output",
+                               str(tmp_path / "ltr_step1200" / "model"))
 
 
 @pytest.mark.parametrize("name", TABLES)
@@ -182,7 +182,7 @@ def test_results_put_the_paper_beside_each_arm_and_mark_agreement(workdir):
         lines = f.read().splitlines()
     assert lines[0] == ",".join(sweep_results.CSV_FIELDS)
     assert len(lines) - 1 == 4 * 5 * 2  # arms x columns x seeds
-    assert re.search(r"^table5_tasks,ltr,LTR & No NSP,MRPC,trec_pairs,.*,2000,0,2,52\.0,77\.5$",
+    assert re.search(r"^table5_tasks,ltr,LTR & No NSP,MRPC,trec_pairs,.*,2400,0,2,52\.0,77\.5$",
                      "\n".join(lines), re.M)
     with open(os.path.join(workdir, "table5_tasks.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -235,7 +235,7 @@ def test_pretraining_seeds_add_replicas_whose_runs_pool_into_their_arm(workdir, 
         lines = f.read().splitlines()
     assert len(lines) - 1 == 2 * 4 * 5 * 2  # pretraining seeds x arms x columns x seeds
     assert re.search(r"^table5_tasks,mlm_nsp,BERT-base \(MLM \+ NSP\),SST-2,sentiment,.*,"
-                     r"2000,1,2,82\.0,92\.7$", "\n".join(lines), re.M)
+                     r"2400,1,2,82\.0,92\.7$", "\n".join(lines), re.M)
     capsys.readouterr()
     sweep.main([TABLE5, "--workdir", workdir, "--pretrain_seeds", "2", "--dry-run"])
     assert "# arm ltr.pseed1" in capsys.readouterr().out
