@@ -6,8 +6,8 @@ frozen with six choices of layer features feeding a BiLSTM tagger (task ner_feat
 
 Tiny scale: one 6-layer BERT-tiny (the last-four strategies need 4 blocks, and at 4 "all
 layers" would be the last four: identical rows), WNUT-16 tweet NER
-for CoNLL-2003, 7 arms x 3 seeds of tagging, 36 minutes on 2 CPU cores shared with other
-sweeps (docs/ABLATIONS.md).
+for CoNLL-2003, 7 arms x 3 seeds of tagging, 31 minutes on 2 CPU cores shared with another
+sweep (docs/ABLATIONS.md).
 """
 from bert.ablations import tasks
 from bert.ablations.table import Column, Table
