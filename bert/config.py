@@ -293,8 +293,9 @@ def model_config(config: ConfigDict, tokenizer_vocab_size: int | None = None) ->
     Without it, a config that trains its tokenizer (data.tokenizer "") plans for the
     data.tokenizer_vocab_size it asks for: what benchmarks on synthetic batches need."""
     m = config.model
-    planned = 0 if config.data.get("tokenizer") else config.data.get("tokenizer_vocab_size", 0)
-    vocab_size = m.vocab_size or tokenizer_vocab_size or planned
+    vocab_size = m.vocab_size or tokenizer_vocab_size
+    if not vocab_size and not config.data.tokenizer:
+        vocab_size = config.data.tokenizer_vocab_size
     if not vocab_size:
         raise ValueError("config.model.vocab_size: 0 takes the tokenizer's vocabulary, which is "
                          "known once the data stage has loaded the tokenizer")

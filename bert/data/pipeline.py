@@ -267,16 +267,25 @@ def _pad_rows(batch: dict[str, np.ndarray], rows: int, *, pad_id: int) -> dict[s
     return padded
 
 
+# Token frequencies for the unigram baseline come from at most this many training tokens, spread
+# over the shards: a paper-scale corpus is not read whole before the first step.
+UNIGRAM_SAMPLE_TOKENS = 1 << 24
+
+
 def unigram_baseline(prepared: PreparedData,
                      batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """Masked-LM loss and accuracy of a model that ignores context: every masked token is
     predicted from the training split's token frequencies (add-one smoothed, special tokens
-    excluded), scored on `batches`' targets with their weights. A pretrained model below this
+    excluded; the first rows of every shard, UNIGRAM_SAMPLE_TOKENS in all, or the whole split if
+    smaller), scored on `batches`' targets with their weights. A pretrained model below this
     loss uses its context; one at it sits on the "unigram plateau"."""
     vocab = prepared.vocab
+    shards = prepared.train.input_ids.shards
+    rows_per_shard = max(1, UNIGRAM_SAMPLE_TOKENS // (len(shards) * shards[0].shape[1]))
     counts = np.zeros(vocab.vocab_size, np.float64)
-    for shard in prepared.train.input_ids.shards:  # one shard at a time: memory stays flat
-        counts += np.bincount(np.asarray(shard).ravel(), minlength=vocab.vocab_size)
+    for shard in shards:  # one shard at a time: memory stays flat
+        counts += np.bincount(np.asarray(shard[:rows_per_shard]).ravel(),
+                              minlength=vocab.vocab_size)
     counts = np.where(vocab.is_special, 0.0, counts + 1.0)
     log_p = np.full(vocab.vocab_size, -np.inf)  # special tokens are never a target
     log_p[~vocab.is_special] = np.log(counts[~vocab.is_special] / counts.sum())
